@@ -1,0 +1,151 @@
+"""The ``rearank`` command line (typer). Every command is a thin call into a stage function."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rearank_core.config import BM25Config, EvalConfig, TrackingConfig, load_params, section
+from rearank_core.errors import InputError
+
+app = typer.Typer(help="Listwise reasoning rerankers: BM25, reranking, evaluation and MLOps.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+err = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read defaults from")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+def user_errors(fn: F) -> F:
+    """Bad input ends the command with a one-line message and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    names = list(dict.fromkeys(k for r in rows.values() for k in r))
+    table = Table(title=title)
+    table.add_column("run")
+    for n in names:
+        table.add_column(n, justify="right")
+    for label, values in rows.items():
+        table.add_row(label, *(f"{values[n]:.4f}" if n in values else "not computed" for n in names))
+    return table
+
+
+@app.command()
+@user_errors
+def index(
+    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl / BEIR folder, or JsonCollection JSONL file or folder")],
+    index_dir: Annotated[Path, typer.Option("--index", help="output Lucene index folder")],
+    threads: Annotated[int | None, typer.Option(help="indexing threads (default: params bm25.threads)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Build a Lucene BM25 index."""
+    from rearank_core.stages import index_stage
+
+    cfg = section(load_params(params), "bm25", BM25Config, params)
+    stats = index_stage(corpus, index_dir, threads=threads or cfg.threads, show_progress=not quiet)
+    err.print(f"indexed {stats.documents} documents into {index_dir} in {stats.seconds:.1f} s")
+
+
+@app.command()
+@user_errors
+def retrieve(
+    index_dir: Annotated[Path, typer.Option("--index", help="Lucene index folder")],
+    topics: Annotated[Path, typer.Option(help="topics: TREC 'qid<TAB>text' or BEIR queries JSONL")],
+    run: Annotated[Path, typer.Option(help="output TREC run")],
+    k: Annotated[int | None, typer.Option(help="hits per query (default: params bm25.k)")] = None,
+    candidates: Annotated[Path | None, typer.Option(help="also write rank_llm candidates JSONL with passage text")] = None,
+    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default: params bm25.k1)")] = None,
+    b: Annotated[float | None, typer.Option(help="BM25 b (default: params bm25.b)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """BM25 top-k retrieval for a topics file."""
+    from rearank_core.stages import retrieve_stage
+
+    cfg = section(load_params(params), "bm25", BM25Config, params)
+    cfg.k = k if k is not None else cfg.k
+    cfg.k1 = k1 if k1 is not None else cfg.k1
+    cfg.b = b if b is not None else cfg.b
+    if cfg.k < 1:
+        raise InputError(f"--k must be at least 1, got {cfg.k}")
+    stats = retrieve_stage(index_dir, topics, run, cfg, candidates_out=candidates, show_progress=not quiet)
+    err.print(f"retrieved {stats.hits} hits for {stats.queries} queries into {run}")
+    if stats.queries_without_hits:
+        err.print(f"[yellow]warning:[/] {len(stats.queries_without_hits)} queries had no hits: {stats.queries_without_hits[:5]}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Option(help="TREC run to score")],
+    qrels: Annotated[Path, typer.Option(help="TREC or BEIR qrels")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    exclude: Annotated[Path | None, typer.Option(help="'qid docid' lines to remove from the run first (BRIGHT)")] = None,
+    topics: Annotated[Path | None, typer.Option(help="fail if the run names a query these topics lack")] = None,
+    rel_level: Annotated[int | None, typer.Option(help="minimum grade counted relevant by Recall/MRR (TREC DL: 2)")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
+    name: Annotated[str, typer.Option(help="dataset name for tracking")] = "",
+    track: Annotated[bool | None, typer.Option("--track/--no-track", help="log to MLflow (default: params tracking.enabled)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """nDCG@1/5/10, Recall@10/100, MRR@10 through ir-measures."""
+    from rearank_core.stages import evaluate_stage
+
+    p = load_params(params)
+    cfg = section(p, "evaluate", EvalConfig, params)
+    if rel_level is not None:
+        cfg.rel_level = rel_level
+    tracking = section(p, "tracking", TrackingConfig, params)
+    if track is not None:
+        tracking.enabled = track
+    result = evaluate_stage(run, qrels, cfg, tracking, exclude=exclude, topics=topics, metrics_out=metrics_out, name=name)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    out.print(metrics_table(f"{run}", {run.name: result.metrics}))
+    out.print(f"{result.queries_evaluated} queries evaluated; {len(result.run_queries_without_qrels)} run queries without "
+              f"qrels; {len(result.judged_queries_missing_from_run)} judged queries missing from the run")
+
+
+@app.command()
+@user_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the index, runs and metrics go")] = Path("work/demo"),
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """The main job on the embedded default: BM25 baseline on BEIR SciFact (index, retrieve, evaluate)."""
+    from rearank_core.demo import run_demo
+
+    rows = run_demo(workdir, load_params(params), params, show_progress=not quiet, console=err)
+    out.print(metrics_table("rearank demo (embedded default)", rows))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Run evaluation through ir-measures (pytrec_eval / trec_eval underneath); no metric is computed by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ir_measures
+from ir_measures import MRR, Qrel, R, ScoredDoc, nDCG
+
+from rearank_core.records import Qrels, Run
+
+DEFAULT_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@10", "recall@100", "mrr@10")
+
+
+def _measure(name: str, rel_level: int):
+    kind, _, cutoff = name.partition("@")
+    if not cutoff.isdigit():
+        raise ValueError(f"metric {name!r}: expected NAME@K")
+    k = int(cutoff)
+    if kind == "ndcg":
+        return nDCG @ k
+    if kind == "recall":
+        return R(rel=rel_level) @ k
+    if kind == "mrr":
+        return MRR(rel=rel_level) @ k
+    raise ValueError(f"unknown metric {name!r}; known kinds: ndcg, recall, mrr")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    queries_evaluated: int
+    run_queries_without_qrels: list[str] = field(default_factory=list)
+    judged_queries_missing_from_run: list[str] = field(default_factory=list)
+    excluded_documents_removed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **{k: round(v, 4) for k, v in self.metrics.items()},
+            "queries_evaluated": self.queries_evaluated,
+            "run_queries_without_qrels": len(self.run_queries_without_qrels),
+            "judged_queries_missing_from_run": len(self.judged_queries_missing_from_run),
+            "excluded_documents_removed": self.excluded_documents_removed,
+        }
+
+
+def remove_excluded(run: Run, excluded: dict[str, set[str]]) -> tuple[Run, int]:
+    """The run without each query's excluded documents (BRIGHT), and how many were removed."""
+    removed = 0
+    out: Run = {}
+    for qid, ranking in run.items():
+        drop = excluded.get(qid, set())
+        kept = [(d, s) for d, s in ranking if d not in drop]
+        removed += len(ranking) - len(kept)
+        out[qid] = kept
+    return out, removed
+
+
+def evaluate(run: Run, qrels: Qrels, metrics: tuple[str, ...] = DEFAULT_METRICS, rel_level: int = 1,
+             excluded: dict[str, set[str]] | None = None) -> Evaluation:
+    """Mean of each metric over the queries that are both judged and in the run (trec_eval's default).
+    nDCG uses graded gains; Recall and MRR count a document relevant at grade >= ``rel_level``
+    (TREC DL passage convention: 2)."""
+    removed = 0
+    if excluded:
+        run, removed = remove_excluded(run, excluded)
+    measures = {name: _measure(name, rel_level) for name in metrics}
+    scored = [ScoredDoc(qid, docid, score) for qid, ranking in run.items() for docid, score in ranking]
+    judged = [Qrel(qid, docid, rel) for qid, docs in qrels.items() for docid, rel in docs.items()]
+    evaluated = [qid for qid in run if qid in qrels]
+    values: dict[str, float] = {}
+    if evaluated:
+        agg = ir_measures.calc_aggregate(list(measures.values()), judged, scored)
+        values = {name: float(agg[m]) for name, m in measures.items()}
+    return Evaluation(
+        metrics=values,
+        queries_evaluated=len(evaluated),
+        run_queries_without_qrels=[q for q in run if q not in qrels],
+        judged_queries_missing_from_run=[q for q in qrels if q not in run],
+        excluded_documents_removed=removed,
+    )

@@ -1,0 +1,78 @@
+"""MLflow tracking for every stage, in one place. Stages call ``stage_run``; with tracking off it is a no-op.
+
+Default store: SQLite at ``<project>/mlruns/mlflow.db`` with artifacts in ``<project>/mlruns/artifacts``
+(the project folder is the working directory, where params.yaml lives). Set ``tracking.uri`` in
+params.yaml or MLFLOW_TRACKING_URI to use a server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rearank_core.config import TrackingConfig
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names cannot hold '@': ``ndcg@10`` -> ``ndcg_at_10``."""
+    return name.replace("@", "_at_")
+
+
+def tracking_uri(cfg: TrackingConfig, project: str | Path = ".") -> str:
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = Path(project).resolve() / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+class StageRun:
+    """Handle for logging inside one stage's MLflow run."""
+
+    def __init__(self, mlflow: Any | None):
+        self._mlflow = mlflow
+        self.run_id: str | None = None
+
+    def params(self, values: dict[str, Any]) -> None:
+        if self._mlflow:
+            self._mlflow.log_params({k: str(v) for k, v in values.items()})
+
+    def metrics(self, values: dict[str, float], suffix: str = "") -> None:
+        if self._mlflow:
+            self._mlflow.log_metrics({metric_key(k) + suffix: float(v) for k, v in values.items()})
+
+    def artifact(self, path: str | Path) -> None:
+        if self._mlflow and Path(path).is_file():
+            self._mlflow.log_artifact(str(path))
+
+    def tags(self, values: dict[str, str]) -> None:
+        if self._mlflow:
+            self._mlflow.set_tags(values)
+
+
+@contextmanager
+def stage_run(cfg: TrackingConfig, stage: str, project: str | Path = ".") -> Iterator[StageRun]:
+    """An MLflow run named after the stage, nested when a pipeline run is active."""
+    if not cfg.enabled:
+        yield StageRun(None)
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    uri = tracking_uri(cfg, project)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+        mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
+    mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None) as run:
+        handle = StageRun(mlflow)
+        handle.run_id = run.info.run_id
+        mlflow.set_tag("rearank.stage", stage)
+        yield handle
