@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,19 +43,28 @@ def open_text(path: str | Path) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
-def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, stripped line) for non-blank lines; an empty file is an error."""
+@contextmanager
+def decoding_errors(path: str | Path) -> Iterator[None]:
+    """Turn failures while reading ``path`` as text (not UTF-8, not gzip, truncated gzip) into InputErrors naming it.
+    (A truncated gzip raises EOFError, which click would otherwise report as a bare "Aborted.")"""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", path) from exc
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise InputError(f"not a valid gzip file ({exc})", path) from exc
+
+
+def iter_lines(path: str | Path, allow_empty: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield (line number, stripped line) for non-blank lines; an empty file is an error unless ``allow_empty``."""
     seen = False
-    with open_text(path) as handle:
-        try:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.strip()
-                if line:
-                    seen = True
-                    yield number, line
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", path) from exc
-    if not seen:
+    with open_text(path) as handle, decoding_errors(path):
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if line:
+                seen = True
+                yield number, line
+    if not seen and not allow_empty:
         raise InputError("file is empty", path)
 
 

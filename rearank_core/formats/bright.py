@@ -53,6 +53,17 @@ def _split_files(root: Path, config: str, domain: str) -> list[Path]:
     return files
 
 
+def _open_parquet(file: Path, read_table: bool):
+    """The parquet table (or, for streaming, the ParquetFile); a file that is not parquet is an InputError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(file) if read_table else pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read parquet ({exc})", file) from exc
+
+
 def _id_list(value: object, path: Path, row: int, field: str) -> list[str]:
     if value is None:
         return []
@@ -64,8 +75,6 @@ def _id_list(value: object, path: Path, row: int, field: str) -> list[str]:
 def load_bright_domain(root: str | Path, domain: str, long: bool = False) -> BrightDomain:
     """Queries, qrels (``gold_ids``, or ``gold_ids_long`` in the long setting) and exclusions of one domain.
     Row numbers in errors are 1-based rows of the parquet split."""
-    import pyarrow.parquet as pq
-
     if domain not in DOMAINS:
         raise InputError(f"unknown BRIGHT domain {domain!r}; one of {', '.join(DOMAINS)}")
     root = Path(root)
@@ -74,7 +83,7 @@ def load_bright_domain(root: str | Path, domain: str, long: bool = False) -> Bri
     qrels: Qrels = {}
     excluded: dict[str, set[str]] = {}
     for file in _split_files(root, "examples", domain):
-        table = pq.read_table(file)
+        table = _open_parquet(file, read_table=True)
         for column in ("id", "query", "excluded_ids", gold_field):
             if column not in table.column_names:
                 raise InputError("missing column", file, field=column)
@@ -98,11 +107,9 @@ def load_bright_domain(root: str | Path, domain: str, long: bool = False) -> Bri
 
 def iter_bright_documents(files: list[Path]) -> Iterator[Document]:
     """Documents of a domain (columns ``id`` and ``content``), streamed in record batches."""
-    import pyarrow.parquet as pq
-
     seen: set[str] = set()
     for file in files:
-        parquet = pq.ParquetFile(file)
+        parquet = _open_parquet(file, read_table=False)
         for column in ("id", "content"):
             if column not in parquet.schema_arrow.names:
                 raise InputError("missing column", file, field=column)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.errors import InputError
-from rearank_core.fileio import iter_jsonl, open_text, require_str, write_jsonl
+from rearank_core.fileio import decoding_errors, iter_jsonl, open_text, require_str, write_jsonl
 from rearank_core.records import Candidate, Query, Request
 
 
@@ -33,8 +33,11 @@ def request_from_dict(obj: dict[str, Any], path: str | Path, line: int | None) -
     query = obj.get("query")
     if not isinstance(query, dict):
         raise InputError("missing or not an object", path, line, "query")
-    qid = require_str(query, "qid", path, line)
-    text = require_str(query, "text", path, line)
+    try:
+        qid = require_str(query, "qid", path, line)
+        text = require_str(query, "text", path, line)
+    except InputError as exc:
+        raise InputError(exc.message, path, line, f"query.{exc.field}") from exc
     cands = obj.get("candidates")
     if not isinstance(cands, list):
         raise InputError("missing or not a list", path, line, "candidates")
@@ -80,7 +83,7 @@ def write_requests(path: str | Path, requests: list[Request]) -> int:
 def read_retrieve_results(path: str | Path) -> list[Request]:
     """RankGPT / rank_llm retrieve results: a JSON list of ``{query, hits: [{content, qid, docid, rank, score}]}``.
     Errors name the entry and hit index (the file is one JSON document)."""
-    with open_text(path) as handle:
+    with open_text(path) as handle, decoding_errors(path):
         text = handle.read()
     if not text.strip():
         raise InputError("file is empty", path)
@@ -129,7 +132,7 @@ def read_retrieve_results(path: str | Path) -> list[Request]:
 
 def read_candidates(path: str | Path) -> list[Request]:
     """Either candidates format, told apart by the first non-blank character: '[' is retrieve-results JSON."""
-    with open_text(path) as handle:
+    with open_text(path) as handle, decoding_errors(path):
         head = handle.read(4096).lstrip()
     if head.startswith("["):
         return read_retrieve_results(path)

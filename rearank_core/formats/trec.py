@@ -111,9 +111,10 @@ def check_run_queries(run: Run, queries: list[Query], run_path: str | Path, topi
 
 
 def read_exclusions(path: str | Path) -> dict[str, set[str]]:
-    """Documents to drop from each query's ranking before scoring (BRIGHT ``excluded_ids``): ``qid docid`` lines."""
+    """Documents to drop from each query's ranking before scoring (BRIGHT ``excluded_ids``): ``qid docid`` lines.
+    An empty file is allowed (no exclusions): it is what ``write_exclusions`` writes for a domain without any."""
     excluded: dict[str, set[str]] = {}
-    for number, line in iter_lines(path):
+    for number, line in iter_lines(path, allow_empty=True):
         cols = line.split()
         if len(cols) != 2:
             raise InputError(f"expected 2 columns 'qid docid', got {len(cols)}", path, number)
