@@ -53,3 +53,43 @@ class Request:
 def requests_to_run(requests: list[Request]) -> Run:
     """The ranking that a list of requests encodes, keeping each request's candidate order."""
     return {r.query.qid: [(c.docid, c.score) for c in r.candidates] for r in requests}
+
+
+@dataclass(slots=True)
+class WindowTrace:
+    """What happened in one window: its span, prompt/completion sizes, the raw completion, the parsed order
+    and the parser's diagnostics."""
+
+    qid: str
+    window: int  # 0-based index of the window within its query, in processing order
+    start: int  # span [start, end) in the query's ranking when the window ran
+    end: int
+    docids: list[str]  # the window's passages in input order
+    order: list[int]  # 0-based output order over ``docids``
+    status: str
+    duplicates: int
+    out_of_range: int
+    missing: int
+    strict_format: bool
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    latency_s: float
+    completion: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Result:
+    """A reranked request: the candidates in their new order and the trace of every window."""
+
+    query: Query
+    candidates: list[Candidate]
+    traces: list[WindowTrace] = field(default_factory=list)
+
+
+def results_to_run(results: list[Result]) -> Run:
+    """Reranked order as a run; scores are descending integers so trec_eval keeps the order."""
+    return {r.query.qid: [(c.docid, float(len(r.candidates) - i)) for i, c in enumerate(r.candidates)] for r in results}
