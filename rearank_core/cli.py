@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rearank_core.backends.base import BackendError
 from rearank_core.config import BM25Config, EvalConfig, TrackingConfig, load_params, section
 from rearank_core.errors import InputError
+from rearank_core.fileio import atomic_write
 
 app = typer.Typer(help="Listwise reasoning rerankers: BM25, reranking, evaluation and MLOps.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -28,7 +30,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars"
 
 
 def user_errors(fn: F) -> F:
-    """Bad input ends the command with a one-line message and exit code 2, never a traceback."""
+    """Bad input ends the command with a one-line message and exit code 2, a backend that failed for good
+    (after its retries) with exit code 1; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +40,9 @@ def user_errors(fn: F) -> F:
         except InputError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except BackendError as exc:
+            err.print(f"[bold red]backend error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -128,6 +134,59 @@ def evaluate(
     out.print(metrics_table(f"{run}", {run.name: result.metrics}))
     out.print(f"{result.queries_evaluated} queries evaluated; {len(result.run_queries_without_qrels)} run queries without "
               f"qrels; {len(result.judged_queries_missing_from_run)} judged queries missing from the run")
+
+
+@app.command()
+@user_errors
+def rerank(
+    candidates: Annotated[Path, typer.Option(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")],
+    run: Annotated[Path, typer.Option(help="output TREC run (written when every query is done)")],
+    traces: Annotated[Path | None, typer.Option(help="JSONL trace per window (written as windows finish)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from --traces")] = False,
+    window: Annotated[int | None, typer.Option(help="passages per window (default 20)")] = None,
+    step: Annotated[int | None, typer.Option(help="window step (default 10)")] = None,
+    top_k: Annotated[int | None, typer.Option(help="rerank only the first K candidates; the tail keeps its order")] = None,
+    backend: Annotated[str | None, typer.Option(help="transformers | openai | vllm")] = None,
+    model: Annotated[str | None, typer.Option(help="'embedded', a HF hub id or a local folder; for openai the served name")] = None,
+    prompt: Annotated[str | None, typer.Option(help="rearank | reasonrank | rankgpt, or a template YAML path")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="generation limit per window")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="windows per generate call (transformers, vllm)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | bfloat16 | float32 (transformers)")] = None,
+    truncate_unit: Annotated[str | None, typer.Option(help="chars | words | tokens (default: the template's)")] = None,
+    truncate_length: Annotated[int | None, typer.Option(help="passage length in that unit")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight")] = None,
+    timeout: Annotated[float | None, typer.Option(help="openai: seconds per request")] = None,
+    retries: Annotated[int | None, typer.Option(help="openai: retries on 429/5xx/connection errors")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N queries")] = None,
+    summary_out: Annotated[Path | None, typer.Option(help="also write the closing summary as JSON")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Rerank candidates with a listwise LLM over sliding windows."""
+    from rearank_core.rerank import RerankConfig
+    from rearank_core.stages import rerank_stage
+
+    cfg = section(load_params(params), "rerank", RerankConfig, params)
+    overrides = {"window": window, "step": step, "top_k": top_k, "backend": backend, "model": model, "prompt": prompt,
+                 "max_new_tokens": max_new_tokens, "batch_size": batch_size, "dtype": dtype,
+                 "truncate_unit": truncate_unit, "truncate_length": truncate_length, "base_url": base_url,
+                 "concurrency": concurrency, "timeout_s": timeout, "max_retries": retries}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    summary = rerank_stage(candidates, run, cfg, traces_out=traces, resume=resume, limit=limit, show_progress=not quiet)
+    report = summary.to_dict()
+    if summary_out is not None:
+        with atomic_write(summary_out) as handle:
+            json.dump(report, handle, indent=2)
+    valid = "not computed" if summary.format_valid_rate is None else f"{summary.format_valid_rate:.1%}"
+    repaired = "not computed" if summary.repaired_rate is None else f"{summary.repaired_rate:.1%}"
+    rate = report["windows_per_s"]
+    err.print(f"reranked {summary.queries} queries, {summary.windows} windows ({summary.resumed_windows} resumed) in "
+              f"{summary.wall_s:.1f} s{f' ({rate:.2f} windows/s)' if rate else ''}; format-valid {valid}, "
+              f"repaired {repaired}; statuses {dict(summary.status)}; tokens: {summary.prompt_tokens} prompt, "
+              f"{summary.completion_tokens} completion; run written to {run}")
 
 
 @app.command()

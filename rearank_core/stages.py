@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rearank_core.config import BM25Config, EvalConfig, TrackingConfig
+from rearank_core.errors import InputError
 from rearank_core.evaluation import Evaluation, evaluate
 from rearank_core.fileio import atomic_write
 from rearank_core.formats.auto import read_any_qrels, read_any_topics
 from rearank_core.formats.collection import corpus_files, iter_corpus
-from rearank_core.formats.requests import write_requests
+from rearank_core.formats.requests import read_candidates, write_requests
 from rearank_core.formats.trec import check_run_queries, read_exclusions, read_run, write_run
+from rearank_core.records import results_to_run
+from rearank_core.rerank import RerankConfig, Reranker, RerankSummary
 from rearank_core.retrieval import IndexStats, bm25_run, build_index
 from rearank_core.tracking import stage_run
 
@@ -77,3 +80,19 @@ def evaluate_stage(run_path: str | Path, qrels_path: str | Path, cfg: EvalConfig
         if metrics_out is not None:
             tracked.artifact(metrics_out)
     return result
+
+
+def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig, traces_out: str | Path | None = None,
+                 resume: bool = False, limit: int | None = None, show_progress: bool = True,
+                 reranker: Reranker | None = None) -> RerankSummary:
+    """Rerank a candidates file (rank_llm JSONL or RankGPT retrieve-results JSON) into a TREC run, with a trace
+    line per window. The run is written only once every query is done; traces are kept as windows finish."""
+    requests = read_candidates(candidates)
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit must be at least 1, got {limit}", field="limit")
+        requests = requests[:limit]
+    reranker = reranker or Reranker(cfg)
+    results, summary = reranker.rerank(requests, traces_path=traces_out, resume=resume, show_progress=show_progress)
+    write_run(run_out, results_to_run(results), tag=f"rearank-{cfg.prompt}")
+    return summary
