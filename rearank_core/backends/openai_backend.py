@@ -1,0 +1,139 @@
+"""Backend for any OpenAI-compatible Chat Completions server (vLLM's server, hosted APIs, hosted reasoning models).
+
+Retries (429, 408, 409, 5xx, connection errors, timeouts; exponential backoff, Retry-After honoured) and
+timeouts are the ``openai`` client's own; this module only configures them and turns what is left into
+``BackendError``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+
+from .base import BackendError, Completion, Messages
+
+
+class OpenAIBackend:
+    name = "openai"
+    max_batch_size = 1
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 120,
+        max_retries: int = 5,
+        temperature: float = 0.0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise BackendError(f"concurrency must be at least 1, got {concurrency}")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if base_url is None:
+                raise BackendError(
+                    "no API key for the OpenAI API: set OPENAI_API_KEY, or give a base_url for a server "
+                    "that needs no key (e.g. vLLM's)"
+                )
+            api_key = "EMPTY"  # vLLM and similar servers accept any key, but the client insists on one
+        self.model = model
+        self.max_parallel_calls = concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self._temperature = temperature
+        self._extra_body = extra_body
+        # The client hides how many attempts a failed call took; a request hook counts them per thread
+        # (httpx's sync client runs hooks in the calling thread, and each complete() call has its own).
+        self._attempts = threading.local()
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_attempt]})
+        # One client for all threads: httpx.Client is thread-safe and pools connections.
+        self._client = openai.OpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=http_client,
+        )
+        self.base_url = str(self._client.base_url)
+
+    def _count_attempt(self, request: httpx.Request) -> None:
+        self._attempts.n = getattr(self._attempts, "n", 0) + 1
+
+    def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
+        return [self._complete_one(messages, max_new_tokens) for messages in prompts]
+
+    def _complete_one(self, messages: Messages, max_new_tokens: int) -> Completion:
+        self._attempts.n = 0
+        start = time.perf_counter()
+        try:
+            # The raw response lets us parse the body ourselves: servers differ in extra fields and in
+            # how they fail, and the client's lenient model building would hide a malformed body.
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]  # plain role/content dicts
+                max_tokens=max_new_tokens,
+                temperature=self._temperature,
+                extra_body=self._extra_body,
+            )
+        except openai.APITimeoutError as e:
+            raise self._error(f"timed out (timeout {self.timeout_s:g} s per attempt)") from e
+        except openai.APIConnectionError as e:
+            raise self._error(f"could not connect ({e.__cause__ or e})") from e
+        except openai.APIStatusError as e:
+            raise self._error(f"HTTP {e.status_code}: {_snippet(e.response.text)}") from e
+        latency = time.perf_counter() - start
+        http = raw.http_response
+        try:
+            body = http.json()
+        except ValueError as e:
+            raise self._error(f"HTTP {http.status_code} with a body that is not JSON: {_snippet(http.text)}") from e
+        return self._parse(body, http.status_code, latency)
+
+    def _parse(self, body: Any, status: int, latency: float) -> Completion:
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise self._error(f"HTTP {status} with no choices in the response: {_snippet(str(body))}")
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise self._error(f"HTTP {status} with no message in choices[0]: {_snippet(str(body))}")
+        text = message.get("content") or ""
+        # vLLM's reasoning parsers (reasoning_content) and some hosts (reasoning) split the reasoning off;
+        # put it back so the rest of the project parses one text, as from a local backend.
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            text = f"<think>{reasoning}</think>{text}"
+        usage = body.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}  # some servers send no usage; the token counts are then unknown, reported as 0
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason="length" if choices[0].get("finish_reason") == "length" else "stop",
+            latency_s=latency,
+        )
+
+    def _error(self, what: str) -> BackendError:
+        attempts = getattr(self._attempts, "n", 0)
+        return BackendError(
+            f"OpenAI-compatible server {self.base_url} (model {self.model!r}): {what}; "
+            f"{attempts} attempt(s) made (max_retries={self.max_retries})"
+        )
+
+    def count_tokens(self, text: str) -> int | None:
+        return None  # the server's tokenizer is not reachable through the Chat Completions API
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
