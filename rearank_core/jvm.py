@@ -16,6 +16,7 @@ from pathlib import Path
 
 _lock = threading.Lock()
 _started = False
+_quiet_loggers: list = []  # java.util.logging holds loggers weakly: keep ours alive so their level sticks
 
 
 def anserini_jar() -> Path:
@@ -45,6 +46,10 @@ def start_jvm(max_heap: str | None = None) -> None:
             if heap:
                 jnius_config.add_options(f"-Xmx{heap}")
             jnius_config.add_options("-Dlog4j2.level=WARN")
-        import jnius  # noqa: F401  (importing jnius starts the JVM)
+        from jnius import autoclass  # importing jnius starts the JVM
 
+        # Lucene announces its MMap implementation through java.util.logging at INFO on every index open.
+        lucene = autoclass("java.util.logging.Logger").getLogger("org.apache.lucene.store")
+        lucene.setLevel(autoclass("java.util.logging.Level").WARNING)
+        _quiet_loggers.append(lucene)
         _started = True
