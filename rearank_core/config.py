@@ -70,3 +70,7 @@ class DemoConfig:
     corpus: str = "data/beir/scifact/corpus.jsonl"
     topics: str = "data/beir/scifact/queries.test.jsonl"
     qrels: str = "data/beir/scifact/qrels/test.tsv"
+    rerank_candidates: str = "data/msmarco/dl19/rank_llm_BM25_retrieve_results_dl19.json"
+    rerank_qrels: str = "data/msmarco/dl19/qrels.dl19-passage.txt"
+    rerank_queries: int = 5  # the DL19 slice: first N queries ...
+    rerank_top_k: int = 30  # ... and their top-K BM25 candidates (2 windows of 20, step 10)

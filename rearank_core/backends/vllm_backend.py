@@ -1,0 +1,101 @@
+"""Greedy generation with the vLLM offline engine (GPU machines; the optional ``vllm`` extra).
+
+vLLM is imported only in the constructor, so this module imports (and the CLI lists the backend) on
+machines without it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rearank_core.backends.base import BackendError, Completion, Messages
+from rearank_core.models import looks_like_path, resolve_model
+
+INSTALL_HINT = "install the vllm extra: pip install 'rearank[vllm]'"
+
+
+class VLLMBackend:
+    """One vLLM ``LLM`` engine; ``complete`` sends the whole batch to ``LLM.chat`` (vLLM schedules it)."""
+
+    name = "vllm"
+    max_parallel_calls = 1
+
+    def __init__(self, model: str, cache_dir: Path = Path("work/models"), batch_size: int = 256,
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = 8192, stop_strings: tuple[str, ...] = ("</answer>",),
+                 dtype: str = "auto", seed: int = 0):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise BackendError(f"the vllm backend needs the vllm package; {INSTALL_HINT} ({exc})") from exc
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be at least 1, got {batch_size}")
+        self.model_name = model
+        self.max_batch_size = batch_size
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self._SamplingParams = SamplingParams
+        self.path = resolve_model(model, Path(cache_dir))
+        if looks_like_path(self.path) and not Path(self.path).is_dir():
+            raise BackendError(f"model {model!r}: no such model folder {self.path}")
+        kwargs = {"model": self.path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
+                  "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True, "seed": seed}
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:
+            raise BackendError(f"vLLM cannot load model {model!r} ({self.path}): {type(exc).__name__}: {exc}") from exc
+
+    def _params(self, max_new_tokens: int):
+        # Explicit greedy settings: vLLM uses these as given (no model generation_config defaults mixed in).
+        return self._SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_new_tokens,
+                                    stop=list(self.stop_strings) or None, include_stop_str_in_output=True,
+                                    repetition_penalty=1.0, skip_special_tokens=True)
+
+    def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
+        if not prompts:
+            return []
+        if max_new_tokens < 1:
+            raise BackendError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if self.llm is None:
+            raise BackendError("the vllm backend is closed")
+        started = time.perf_counter()
+        try:
+            outputs = self.llm.chat(prompts, sampling_params=self._params(max_new_tokens), use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM generation with model {self.model_name!r} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        latency = time.perf_counter() - started
+        if len(outputs) != len(prompts):
+            raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        results = []
+        for request in outputs:
+            out = request.outputs[0]
+            results.append(Completion(
+                text=out.text,
+                prompt_tokens=len(request.prompt_token_ids or []),
+                completion_tokens=len(out.token_ids),
+                finish_reason="length" if out.finish_reason == "length" else "stop",
+                latency_s=latency))
+        return results
+
+    def count_tokens(self, text: str) -> int | None:
+        if self.llm is None:
+            return None
+        return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        del llm
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass

@@ -1,0 +1,163 @@
+"""The transformers backend on the real embedded model (float32, greedy) and on a tiny random Llama."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rearank_core.backends.base import BackendError, Completion  # noqa: E402
+from rearank_core.backends.transformers_backend import (  # noqa: E402
+    TransformersBackend,
+    cpu_has_fast_bf16,
+    pick_dtype,
+)
+from rearank_core.models import embedded_model_dir  # noqa: E402
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You are terse."},
+     {"role": "user", "content": "Write a haiku about the sea, then explain it in detail."}],
+    [{"role": "user", "content": "Count from 1 to 50, one number per line."}],
+]
+
+
+@pytest.fixture(scope="session")
+def smol_dir(tmp_path_factory) -> Path:
+    # The same folder as tests/test_models.py uses, so a session converts the GGUF once.
+    return embedded_model_dir(tmp_path_factory.getbasetemp() / "rearank-models")
+
+
+@pytest.fixture(scope="module")
+def smol(smol_dir) -> TransformersBackend:
+    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def smol_hf(smol_dir) -> TransformersBackend:
+    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, engine="generate")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smol_dir) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) saved with the real SmolLM2 tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+                         initializer_range=0.2)  # large enough that the output depends on the prompt
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _same(a: list[Completion], b: list[Completion]) -> bool:
+    return [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in a] == \
+        [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in b]
+
+
+def test_complete_short_prompts(smol):
+    assert (smol.name, smol.max_batch_size, smol.max_parallel_calls, smol.engine) == ("transformers", 8, 1, "loop")
+    out = smol.complete(PROMPTS, max_new_tokens=16)
+    assert len(out) == 3 and all(isinstance(c, Completion) for c in out)
+    for prompt, c in zip(PROMPTS, out):
+        ids = smol.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        assert c.prompt_tokens == len(ids)
+        assert 1 <= c.completion_tokens <= 16 and c.latency_s > 0
+        assert c.finish_reason in ("stop", "length")
+        if c.finish_reason == "length":
+            assert c.completion_tokens == 16
+    assert "Paris" in out[0].text and out[0].finish_reason == "stop" and out[0].completion_tokens < 16
+    assert out[2].finish_reason == "length"  # 50 numbers do not fit in 16 tokens
+    assert len({c.latency_s for c in out}) == 1  # one batch, one wall time
+    assert smol.count_tokens("The capital of France is Paris.") == \
+        len(smol.tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"])
+
+
+def test_stop_string_cuts_generation(smol_dir, smol):
+    plain = smol.complete(PROMPTS[:1], max_new_tokens=16)[0]
+    for engine in ("loop", "generate"):
+        backend = TransformersBackend(str(smol_dir), dtype="float32", stop_strings=("Paris",), engine=engine)
+        c = backend.complete(PROMPTS[:1], max_new_tokens=16)[0]
+        assert c.text.endswith("Paris") and c.finish_reason == "stop", engine
+        assert c.completion_tokens < plain.completion_tokens  # the "." and <|im_end|> never generated
+        assert c.text == plain.text[:len(c.text)]
+
+
+def test_length_limit(smol):
+    c = smol.complete(PROMPTS[2:], max_new_tokens=5)[0]
+    assert (c.finish_reason, c.completion_tokens) == ("length", 5)
+
+
+def test_batched_equals_unbatched_and_engines_agree(smol, smol_hf):
+    """Greedy float32: left padding and the per-row stops must not change any row."""
+    batched = smol.complete(PROMPTS, max_new_tokens=24)
+    single = [smol.complete([p], max_new_tokens=24)[0] for p in PROMPTS]
+    assert _same(batched, single)
+    assert {c.finish_reason for c in batched} == {"stop", "length"}  # rows left the batch at different steps
+    assert _same(batched, smol_hf.complete(PROMPTS, max_new_tokens=24))
+
+
+def test_tiny_model_batching_and_row_drop(tiny_dir):
+    loop = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=2, stop_strings=())
+    hf = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=4, stop_strings=(), engine="generate")
+    long_prompt = [{"role": "user", "content": "word " * 300}]
+    prompts = [long_prompt, PROMPTS[0], PROMPTS[1], PROMPTS[2]]
+    base = hf.complete(prompts, max_new_tokens=12)
+    assert all(c.finish_reason == "length" and c.completion_tokens == 12 for c in base)
+    assert _same(base, loop.complete(prompts, max_new_tokens=12))  # 2 sub-batches of 2
+    # Make one token an end token so that the long row stops early and the others do not: exercises
+    # dropping rows and cutting the long row's padding columns from the batch cache.
+    rows = [ids for ids, _ in loop._generate_loop(loop._prompt_ids(prompts), 12)]
+    candidates = [t for t in rows[0][1:6] if all(t not in r for r in rows[1:])]
+    assert candidates, rows
+    for backend in (loop, hf):
+        backend.eos_ids = sorted(set(backend.eos_ids) | {candidates[0]})
+        backend.generation_config.eos_token_id = backend.eos_ids
+    loop.max_batch_size = 4
+    batched = loop.complete(prompts, max_new_tokens=12)
+    assert batched[0].finish_reason == "stop" and batched[0].completion_tokens < 12
+    assert all(c.finish_reason == "length" for c in batched[1:])
+    assert _same(batched, [loop.complete([p], max_new_tokens=12)[0] for p in prompts])
+    assert _same(batched, hf.complete(prompts, max_new_tokens=12))
+
+
+def test_missing_model_folder_is_a_backend_error(tmp_path):
+    with pytest.raises(BackendError, match="no such model folder"):
+        TransformersBackend(str(tmp_path / "no-model-here"))
+
+
+def test_uncached_hub_id_offline_is_a_backend_error():
+    with pytest.raises(BackendError) as err:
+        TransformersBackend("rearank-tests/not-a-cached-model")
+    assert "rearank-tests/not-a-cached-model" in str(err.value)
+
+
+def test_auto_dtype_follows_the_cpu():
+    import torch
+
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    assert pick_dtype("auto", "cpu") == expected
+    assert pick_dtype("float32", "cpu") == torch.float32 and pick_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(BackendError):
+        pick_dtype("int3", "cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_backend_without_vllm_names_the_extra():
+    from rearank_core.backends.vllm_backend import VLLMBackend
+
+    with pytest.raises(BackendError, match=r"pip install 'rearank\[vllm\]'"):
+        VLLMBackend("embedded")
