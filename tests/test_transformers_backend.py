@@ -34,12 +34,12 @@ def smol_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def smol(smol_dir) -> TransformersBackend:
-    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8)
+    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def smol_hf(smol_dir) -> TransformersBackend:
-    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, engine="generate")
+    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, device="cpu", engine="generate")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,8 @@ def test_complete_short_prompts(smol):
 def test_stop_string_cuts_generation(smol_dir, smol):
     plain = smol.complete(PROMPTS[:1], max_new_tokens=16)[0]
     for engine in ("loop", "generate"):
-        backend = TransformersBackend(str(smol_dir), dtype="float32", stop_strings=("Paris",), engine=engine)
+        backend = TransformersBackend(str(smol_dir), dtype="float32", device="cpu", stop_strings=("Paris",),
+                                      engine=engine)
         c = backend.complete(PROMPTS[:1], max_new_tokens=16)[0]
         assert c.text.endswith("Paris") and c.finish_reason == "stop", engine
         assert c.completion_tokens < plain.completion_tokens  # the "." and <|im_end|> never generated
@@ -111,8 +112,9 @@ def test_batched_equals_unbatched_and_engines_agree(smol, smol_hf):
 
 
 def test_tiny_model_batching_and_row_drop(tiny_dir):
-    loop = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=2, stop_strings=())
-    hf = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=4, stop_strings=(), engine="generate")
+    loop = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=2, device="cpu", stop_strings=())
+    hf = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=4, device="cpu", stop_strings=(),
+                             engine="generate")
     long_prompt = [{"role": "user", "content": "word " * 300}]
     prompts = [long_prompt, PROMPTS[0], PROMPTS[1], PROMPTS[2]]
     base = hf.complete(prompts, max_new_tokens=12)

@@ -173,7 +173,9 @@ class TransformersBackend:
         from transformers.cache_utils import DynamicLayer
 
         config = self.model.config
-        if getattr(config, "model_type", None) not in LOOP_MODEL_TYPES or getattr(config, "final_logit_softcapping", None):
+        if getattr(config, "model_type", None) not in LOOP_MODEL_TYPES:
+            return False
+        if getattr(config, "final_logit_softcapping", None):
             return False
         head = self.model.get_output_embeddings()
         if not isinstance(head, torch.nn.Linear) or head.bias is not None:
