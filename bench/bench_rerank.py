@@ -2,12 +2,13 @@
 
 Phases run in separate processes so each one's peak RSS is its own:
   peak       bf16 and fp32 matmul throughput on this CPU (the ceiling for any model here)
-  optimized  the Reranker (cross-query batches, bf16 where the CPU has it) over 43 queries x top-100,
-             window 20 / step 10 (387 windows), at most 256 new tokens per window; plus a prefill-only pass
+  optimized  the Reranker (cross-query batches, bf16 where the CPU has it) over DL19 queries x top-100,
+             window 20 / step 10 (9 windows a query; all 43 queries = 387 windows), at most 256 new tokens
+             per window; plus a prefill-only pass
   naive      one window at a time, fp32, plain ``model.generate`` with the same prompts and limits, on the
              first N windows of the same schedule (the whole set would take over an hour; throughput is a rate)
 
-    .venv/bin/python bench/bench_rerank.py [--naive-windows 12] [--queries 43] [--batch-size 16]
+    .venv/bin/python bench/bench_rerank.py [--queries 43] [--naive-windows 12] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -134,12 +135,13 @@ def table(r: dict) -> str:
     rows = [
         "| | rearank (Reranker) | naive loop |", "|---|---:|---:|",
         f"| dtype, windows per generate call | {o['dtype']}, up to {o['batch_size']} | float32, 1 |",
-        f"| windows measured | {o['windows']} (all of DL19) | {n['windows']} (first round) |",
+        f"| windows measured | {o['windows']} ({o['queries']} queries x 9) | {n['windows']} (first window of {n['windows']} queries) |",
         f"| wall time | {o['wall_s']:.0f} s | {n['wall_s']:.0f} s |",
         f"| windows/s | {o['windows_per_s']:.3f} | {n['windows_per_s']:.3f} |",
         f"| generated tokens/s | {o['completion_tokens_per_s']:.1f} | {n['completion_tokens_per_s']:.1f} |",
         f"| seconds/query (9 windows) | {o['s_per_query']:.1f} | {9 / n['windows_per_s']:.1f} (projected) |",
-        f"| whole DL19 (387 windows) | {o['wall_s'] / 60:.1f} min | {387 / n['windows_per_s'] / 60:.1f} min (projected) |",
+        f"| whole DL19 (387 windows) | {387 / o['windows_per_s'] / 60:.1f} min{'' if o['windows'] == 387 else ' (projected)'} | "
+        f"{387 / n['windows_per_s'] / 60:.1f} min (projected) |",
         f"| peak RSS | {o['peak_rss_mib']:.0f} MiB | {n['peak_rss_mib']:.0f} MiB |",
         f"| format-valid rate | {o['format_valid_rate']:.1%} | |",
         f"| nDCG@10 (BM25 {o['ndcg10_bm25']:.4f}) | {o['ndcg10_reranked']:.4f} | |",
