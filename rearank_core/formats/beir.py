@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rearank_core.errors import InputError
 from rearank_core.fileio import iter_jsonl, iter_lines, require_str
+from rearank_core.formats.trec import add_judgment
 from rearank_core.records import Qrels, Query
 
 
@@ -33,14 +34,7 @@ def read_beir_qrels(path: str | Path) -> Qrels:
         if len(cols) != 3:
             raise InputError(f"expected 3 tab-separated columns 'query-id corpus-id score', got {len(cols)}", path, number)
         qid, docid, rel = (c.strip() for c in cols)
-        try:
-            grade = int(rel)
-        except ValueError as exc:
-            raise InputError(f"not an integer: {rel!r}", path, number, "score") from exc
-        judged = qrels.setdefault(qid, {})
-        if docid in judged:
-            raise InputError(f"duplicate judgment for query {qid!r}, document {docid!r}", path, number, "corpus-id")
-        judged[docid] = grade
+        add_judgment(qrels, qid, docid, rel, path, number, ("corpus-id", "score"))
     return qrels
 
 

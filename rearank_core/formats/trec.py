@@ -43,16 +43,22 @@ def read_qrels(path: str | Path) -> Qrels:
         cols = line.split()
         if len(cols) != 4:
             raise InputError(f"expected 4 columns 'qid iter docid relevance', got {len(cols)}", path, number)
-        qid, _, docid, rel = cols
-        try:
-            grade = int(rel)
-        except ValueError as exc:
-            raise InputError(f"not an integer: {rel!r}", path, number, "relevance") from exc
-        judged = qrels.setdefault(qid, {})
-        if docid in judged:
-            raise InputError(f"duplicate judgment for query {qid!r}, document {docid!r}", path, number, "docid")
-        judged[docid] = grade
+        add_judgment(qrels, cols[0], cols[2], cols[3], path, number, ("docid", "relevance"))
     return qrels
+
+
+def add_judgment(qrels: Qrels, qid: str, docid: str, grade: str, path: str | Path, line: int,
+                 fields: tuple[str, str]) -> None:
+    """Add one judgment; a non-integer grade or a second judgment of the same pair is an error naming
+    ``fields`` (the docid and grade columns as the format calls them)."""
+    try:
+        value = int(grade)
+    except ValueError as exc:
+        raise InputError(f"not an integer: {grade!r}", path, line, fields[1]) from exc
+    judged = qrels.setdefault(qid, {})
+    if docid in judged:
+        raise InputError(f"duplicate judgment for query {qid!r}, document {docid!r}", path, line, fields[0])
+    judged[docid] = value
 
 
 def write_qrels(path: str | Path, qrels: Qrels) -> None:
