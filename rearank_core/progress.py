@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -38,5 +39,5 @@ def progress_bar(description: str, total: int | None, unit: str = "items", enabl
                TimeElapsedColumn(), TimeRemainingColumn()]
     if extra:
         columns.append(TextColumn(extra))
-    with Progress(*columns) as progress:
+    with Progress(*columns, console=Console(stderr=True)) as progress:  # stdout stays clean for --json and pipes
         yield ProgressHandle(progress, progress.add_task(description, total=total, **fields))
