@@ -119,6 +119,7 @@ def test_interrupted_run_resumes_from_its_traces(tmp_path: Path) -> None:
     resumed_backend = _Scripted(reply)
     resumed, summary = Reranker(cfg, backend=resumed_backend).rerank(requests, traces_path=traces, resume=True)
     assert resumed_backend.seen == 1 and summary.resumed_windows == 3 and summary.windows == 4
+    assert summary.completion_tokens == 20 and summary.generated_tokens == 5
     assert results_to_run(resumed) == results_to_run(full)
     assert len(read_traces(traces)) == 4
 
