@@ -158,6 +158,9 @@ def rerank(
     concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight")] = None,
     timeout: Annotated[float | None, typer.Option(help="openai: seconds per request")] = None,
     retries: Annotated[int | None, typer.Option(help="openai: retries on 429/5xx/connection errors")] = None,
+    reasoning_model: Annotated[bool | None, typer.Option(
+        "--reasoning-model/--no-reasoning-model",
+        help="openai: a hosted reasoning model (o-series, gpt-5): send max_completion_tokens, no temperature")] = None,
     limit: Annotated[int | None, typer.Option(help="only the first N queries")] = None,
     summary_out: Annotated[Path | None, typer.Option(help="also write the closing summary as JSON")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -171,7 +174,8 @@ def rerank(
     overrides = {"window": window, "step": step, "top_k": top_k, "backend": backend, "model": model, "prompt": prompt,
                  "max_new_tokens": max_new_tokens, "batch_size": batch_size, "dtype": dtype,
                  "truncate_unit": truncate_unit, "truncate_length": truncate_length, "base_url": base_url,
-                 "concurrency": concurrency, "timeout_s": timeout, "max_retries": retries}
+                 "concurrency": concurrency, "timeout_s": timeout, "max_retries": retries,
+                 "reasoning_model": reasoning_model}
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)

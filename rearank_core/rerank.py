@@ -44,6 +44,7 @@ class RerankConfig:
     concurrency: int = 8  # openai: requests in flight
     timeout_s: float = 120.0
     max_retries: int = 5
+    reasoning_model: bool = False  # openai: hosted reasoning model (max_completion_tokens, no temperature)
 
 
 @dataclass

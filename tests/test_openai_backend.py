@@ -162,6 +162,15 @@ def test_request_body_and_extra_body(server: FakeServer, backend: MakeBackend) -
     assert (sent["max_tokens"], sent["temperature"], sent["top_k"]) == (321, 0, 1)
 
 
+def test_reasoning_model_sends_max_completion_tokens_and_no_temperature(
+    server: FakeServer, backend: MakeBackend
+) -> None:
+    backend(server.url, reasoning_model=True).complete([PROMPT], 4096)
+    (sent,) = server.requests
+    assert sent["max_completion_tokens"] == 4096
+    assert "max_tokens" not in sent and "temperature" not in sent
+
+
 def test_api_key_from_env_sent_as_bearer(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch, backend: MakeBackend
 ) -> None:

@@ -30,6 +30,7 @@ class _Server(ThreadingHTTPServer):
         self.per_query: Counter = Counter()
         self.queries_seen: list[str] = []
         self.fail = False
+        self.sampling_keys: set[tuple[str, ...]] = set()  # which limit/temperature fields each request sent
         self.lock = threading.Lock()
 
 
@@ -49,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = QUERY.search(last).group(1)
         num = int(re.search(r"Rank the (\d+) passages", last).group(1))
         with self.server.lock:
+            self.server.sampling_keys.add(tuple(sorted(k for k in body if "tokens" in k or k == "temperature")))
             self.server.per_query[query] += 1
             if query not in self.server.queries_seen:
                 self.server.queries_seen.append(query)
@@ -111,6 +113,15 @@ def test_top_k_and_window_options_change_the_request_count(server: _Server, tmp_
     proc = _rerank(server, tmp_path, "--top-k", "30", "--window", "10", "--step", "5")
     assert proc.returncode == 0, proc.stderr
     assert set(server.per_query.values()) == {5}  # 30 ranked, window 10, step 5: 20-30, 15-25, ..., 0-10
+
+
+def test_reasoning_model_flag_changes_the_request_fields(server: _Server, tmp_path: Path) -> None:
+    assert _rerank(server, tmp_path, "--top-k", "20").returncode == 0
+    assert server.sampling_keys == {("max_tokens", "temperature")}
+    server.sampling_keys.clear()
+    proc = _rerank(server, tmp_path, "--top-k", "20", "--reasoning-model", "--max-new-tokens", "4096")
+    assert proc.returncode == 0, proc.stderr
+    assert server.sampling_keys == {("max_completion_tokens",)}
 
 
 def test_server_failure_is_a_clean_error_and_writes_no_run(server: _Server, tmp_path: Path) -> None:

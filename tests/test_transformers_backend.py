@@ -111,6 +111,17 @@ def test_batched_equals_unbatched_and_engines_agree(smol, smol_hf):
     assert _same(batched, smol_hf.complete(PROMPTS, max_new_tokens=24))
 
 
+def test_min_new_tokens_suppresses_eos_in_both_engines(smol_dir, smol):
+    plain = smol.complete(PROMPTS, max_new_tokens=16)
+    assert plain[0].completion_tokens < 16  # "The capital of France is Paris." then EOS
+    forced = [TransformersBackend(str(smol_dir), dtype="float32", device="cpu", engine=engine,
+                                  min_new_tokens=16).complete(PROMPTS, max_new_tokens=16)
+              for engine in ("loop", "generate")]
+    assert _same(*forced)
+    assert all((c.completion_tokens, c.finish_reason) == (16, "length") for c in forced[0])
+    assert forced[0][0].text.startswith(plain[0].text)
+
+
 def test_tiny_model_batching_and_row_drop(tiny_dir):
     loop = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=2, device="cpu", stop_strings=())
     hf = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=4, device="cpu", stop_strings=(),

@@ -27,7 +27,7 @@ def make_backend(cfg: RerankConfig, stop_strings: tuple[str, ...] = ()) -> Backe
         if cfg.model == "embedded":
             raise InputError("the openai backend needs --model NAME (the served model's name)", field="model")
         return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-                             max_retries=cfg.max_retries)
+                             max_retries=cfg.max_retries, reasoning_model=cfg.reasoning_model)
     if cfg.backend == "vllm":
         from rearank_core.backends.vllm_backend import VLLMBackend
 

@@ -31,7 +31,11 @@ class OpenAIBackend:
         max_retries: int = 5,
         temperature: float = 0.0,
         extra_body: dict[str, Any] | None = None,
+        reasoning_model: bool = False,
     ) -> None:
+        """``reasoning_model``: the served model is a hosted reasoning model (OpenAI o-series, gpt-5), which
+        rejects ``max_tokens`` and a non-default temperature: send ``max_completion_tokens`` (hidden reasoning
+        tokens count against it) and no temperature."""
         if concurrency < 1:
             raise BackendError(f"concurrency must be at least 1, got {concurrency}")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
@@ -47,8 +51,9 @@ class OpenAIBackend:
         self.max_parallel_calls = concurrency
         self.max_retries = max_retries
         self.timeout_s = timeout_s
-        self._temperature = temperature
         self._extra_body = extra_body
+        self._sampling: dict[str, Any] = {} if reasoning_model else {"temperature": temperature}
+        self._limit_field = "max_completion_tokens" if reasoning_model else "max_tokens"
         # The client hides how many attempts a failed call took; a request hook counts them per thread
         # (httpx's sync client runs hooks in the calling thread, and each complete() call has its own).
         self._attempts = threading.local()
@@ -78,9 +83,9 @@ class OpenAIBackend:
             raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]  # plain role/content dicts
-                max_tokens=max_new_tokens,
-                temperature=self._temperature,
                 extra_body=self._extra_body,
+                **{self._limit_field: max_new_tokens},
+                **self._sampling,
             )
         except openai.APITimeoutError as e:
             raise self._error(f"timed out (timeout {self.timeout_s:g} s per attempt)") from e

@@ -108,7 +108,10 @@ class TransformersBackend:
 
     def __init__(self, model: str, cache_dir: Path = Path("work/models"), batch_size: int = DEFAULT_BATCH_SIZE,
                  dtype: str = "auto", device: str = "auto", stop_strings: tuple[str, ...] = ("</answer>",),
-                 threads: int | None = None, engine: str = "auto"):
+                 threads: int | None = None, engine: str = "auto", min_new_tokens: int = 0):
+        """``min_new_tokens``: EOS is suppressed until a sequence has this many tokens (HF's option of the same
+        name; stop strings still end it). Throughput benchmarks set it to the generation limit so that every
+        window decodes as long as a reasoning model's would."""
         if batch_size < 1:
             raise BackendError(f"batch_size must be at least 1, got {batch_size}")
         if engine not in ("auto", "loop", "generate"):
@@ -120,6 +123,7 @@ class TransformersBackend:
             torch.set_num_threads(max(1, int(threads)))
         self.model_name = model
         self.max_batch_size = batch_size
+        self.min_new_tokens = max(0, int(min_new_tokens))
         self.stop_strings = tuple(s for s in stop_strings if s)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -154,7 +158,8 @@ class TransformersBackend:
         self.eos_ids = sorted(eos_ids)
         self.generation_config = GenerationConfig(
             do_sample=False, num_beams=1, eos_token_id=self.eos_ids or None, pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id, use_cache=True, stop_strings=list(self.stop_strings) or None)
+            bos_token_id=tok.bos_token_id, use_cache=True, stop_strings=list(self.stop_strings) or None,
+            min_new_tokens=self.min_new_tokens or None)
         # Tokens a stop string can span (every token decodes to at least one character, bar specials).
         self._stop_window = max((len(s) for s in self.stop_strings), default=0) + 8
         if engine == "auto":
@@ -262,13 +267,15 @@ class TransformersBackend:
         width = enc["input_ids"].shape[1]
         return [self._finish_generate_row(row, max_new_tokens) for row in out[:, width:].tolist()]
 
-    def _logits(self, hidden):
-        """Next-token logits of [batch, hidden] states. (V x H) @ (H x B) is up to 2x faster than
-        F.linear for small batches on CPU BLAS; argmax does not care about the layout."""
+    def _next_tokens(self, hidden, generated: int) -> list[int]:
+        """Greedy next tokens of [batch, hidden] states, ``generated`` tokens into every row. (V x H) @ (H x B)
+        is up to 2x faster than F.linear for small batches on CPU BLAS; argmax does not care about the layout."""
         import torch
 
-        weight = self.model.get_output_embeddings().weight
-        return torch.mm(weight, hidden.t()).t()
+        logits = torch.mm(self.model.get_output_embeddings().weight, hidden.t())
+        if generated < self.min_new_tokens and self.eos_ids:
+            logits[self.eos_ids] = float("-inf")
+        return logits.argmax(0).tolist()
 
     def _generate_loop(self, rows: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
         import torch
@@ -292,7 +299,7 @@ class TransformersBackend:
             for i, ids in enumerate(rows):
                 cache = DynamicCache(config=model.config)
                 out = decoder(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
-                first.append(int(self._logits(out.last_hidden_state[:, -1]).argmax(-1)[0]))
+                first.extend(self._next_tokens(out.last_hidden_state[:, -1], 0))
                 for layer_idx, layer in enumerate(cache.layers):
                     k, v = layer.keys, layer.values
                     if i == 0:
@@ -351,7 +358,7 @@ class TransformersBackend:
                 out = decoder(input_ids=torch.tensor(tokens, device=device)[:, None],
                               attention_mask=mask[:, :end + 1], position_ids=positions[:, None],
                               past_key_values=cache, use_cache=True)
-                tokens = self._logits(out.last_hidden_state[:, -1]).argmax(-1).tolist()
+                tokens = self._next_tokens(out.last_hidden_state[:, -1], len(generated[active[0]]))
                 positions += 1
                 end += 1
                 stats["decode_steps"] = stats.get("decode_steps", 0) + 1
