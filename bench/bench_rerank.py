@@ -4,11 +4,14 @@ Phases run in separate processes so each one's peak RSS is its own:
   peak       bf16 and fp32 matmul throughput on this CPU (the ceiling for any model here)
   optimized  the Reranker (cross-query batches, bf16 where the CPU has it) over DL19 queries x top-100,
              window 20 / step 10 (9 windows a query; all 43 queries = 387 windows), at most 256 new tokens
-             per window; plus a prefill-only pass
+             per window
   naive      one window at a time, fp32, plain ``model.generate`` with the same prompts and limits, on the
              first N windows of the same schedule (the whole set would take over an hour; throughput is a rate)
+  reasoning  the same two engines when every window decodes all 256 tokens (EOS suppressed, HF's
+             ``min_new_tokens``), as a trained reasoning reranker's would: one batch of the first windows
+             of --batch-size queries against the naive loop on --naive-reasoning of them
 
-    .venv/bin/python bench/bench_rerank.py [--queries 43] [--naive-windows 12] [--batch-size 16]
+    .venv/bin/python bench/bench_rerank.py [--queries 43] [--naive-windows 12] [--batch-size 16] [--naive-reasoning 3]
 """
 
 from __future__ import annotations
@@ -50,6 +53,25 @@ def phase_peak() -> dict:
     return out
 
 
+def _model_shape(model) -> dict:
+    """What the FLOP count needs: matmul parameters outside the embedding/LM head, head sizes, layers."""
+    c = model.config
+    embedding = model.get_input_embeddings().weight
+    return {"linear_params": sum(p.numel() for p in model.parameters()) - embedding.numel(),
+            "head_params": embedding.numel(), "attn_width": c.num_attention_heads * (c.hidden_size // c.num_attention_heads),
+            "layers": c.num_hidden_layers}
+
+
+def window_flops(shape: dict, prompt: int, generated: int) -> float:
+    """Matmul FLOPs of one window: projections and MLP for every token fed, the LM head for every token
+    produced, causal attention over the prompt (2 L^2 width per layer) and each decoded token's attention."""
+    linear = 2 * shape["linear_params"] * (prompt + max(generated - 1, 0))
+    head = 2 * shape["head_params"] * generated
+    decode_ctx = sum(prompt + i for i in range(max(generated - 1, 0)))
+    attention = shape["layers"] * shape["attn_width"] * (2 * prompt ** 2 + 4 * decode_ctx)
+    return float(linear + head + attention)
+
+
 def _requests(queries: int):
     from rearank_core.formats.requests import read_retrieve_results
 
@@ -69,62 +91,83 @@ def phase_optimized(queries: int, batch_size: int, work: Path) -> dict:
                                      batch_size=batch_size, max_new_tokens=MAX_NEW))
     load_s = time.perf_counter() - t
     backend = reranker.backend
-    # Prefill alone: one full batch of first-round windows with a single new token.
-    prompts = [reranker.prompt_for(r, 80, 100) for r in requests[:batch_size]]
-    t = time.perf_counter()
-    backend.complete(prompts, 1)
-    prefill_s = time.perf_counter() - t
-    results, summary = reranker.rerank(requests, traces_path=work / "dl19.traces.jsonl", show_progress=True)
+    traces = work / "dl19.traces.jsonl"
+    traces.unlink(missing_ok=True)
+    results, summary = reranker.rerank(requests, traces_path=traces, show_progress=True)
     s = summary.to_dict()
-    params = sum(p.numel() for p in backend.model.parameters())
-    tokens = summary.prompt_tokens + summary.completion_tokens
+    shape = _model_shape(backend.model)
+    flops = sum(window_flops(shape, t["prompt_tokens"], t["completion_tokens"])
+                for t in map(json.loads, traces.read_text().splitlines()))
     return {
         "dtype": str(backend.dtype).replace("torch.", ""), "batch_size": batch_size, "load_s": load_s,
         "queries": summary.queries, "windows": summary.windows, "wall_s": summary.wall_s,
         "windows_per_s": summary.windows / summary.wall_s, "completion_tokens_per_s": s["completion_tokens_per_s"],
         "s_per_query": summary.wall_s / summary.queries, "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens, "format_valid_rate": summary.format_valid_rate,
-        "status": s["status"], "prefill_batch_s": prefill_s, "prefill_batch_windows": len(prompts),
-        "prefill_share_est": prefill_s * summary.windows / len(prompts) / summary.wall_s,
-        "params": params, "achieved_gflops": 2 * params * tokens / summary.wall_s / 1e9,
+        "status": s["status"],
+        "flops": flops, "achieved_gflops": flops / summary.wall_s / 1e9,
         "ndcg10_bm25": evaluate(requests_to_run(requests), qrels).metrics["ndcg@10"],
         "ndcg10_reranked": evaluate(results_to_run(results), qrels).metrics["ndcg@10"],
         "peak_rss_mib": peak_rss_mib(),
     }
 
 
-def phase_naive(windows: int) -> dict:
-    """The loop a user writes first: fp32, one window per generate call, no cross-query batching."""
+def naive_loop(prompts: list, min_new_tokens: int = 0) -> dict:
+    """The loop a user writes first: fp32, one window per ``model.generate`` call, no cross-query batching."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rearank_core.models import embedded_model_dir
-    from rearank_core.prompts import load_template, render
 
     torch.set_num_threads(2)
     folder = embedded_model_dir(ROOT / "work" / "models")
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    template = load_template("rearank")
-    requests = _requests(windows)  # the first window of each query: the same first round the Reranker runs
-    done = completion_tokens = 0
+    generated = 0
     t = time.perf_counter()
-    for request in requests:
-        messages = render(template, request.query.text, [c.contents for c in request.candidates[80:100]])
+    for messages in prompts:
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=tok.pad_token_id,
-                                 stop_strings=["</answer>"], tokenizer=tok)
-        completion_tokens += out.shape[1] - ids["input_ids"].shape[1]
-        done += 1
+            out = model.generate(**ids, max_new_tokens=MAX_NEW, min_new_tokens=min_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, stop_strings=["</answer>"], tokenizer=tok)
+        generated += out.shape[1] - ids["input_ids"].shape[1]
     wall = time.perf_counter() - t
-    return {"windows": done, "wall_s": wall, "windows_per_s": done / wall, "completion_tokens": completion_tokens,
-            "completion_tokens_per_s": completion_tokens / wall, "peak_rss_mib": peak_rss_mib()}
+    return {"windows": len(prompts), "wall_s": wall, "windows_per_s": len(prompts) / wall,
+            "completion_tokens": generated, "completion_tokens_per_s": generated / wall, "peak_rss_mib": peak_rss_mib()}
+
+
+def first_windows(queries: int) -> list:
+    """The first window (ranks 81-100) of each query: the round the Reranker starts with."""
+    from rearank_core.prompts import load_template, render
+
+    template = load_template("rearank")
+    return [render(template, r.query.text, [c.contents for c in r.candidates[80:100]]) for r in _requests(queries)]
+
+
+def phase_reasoning(batch_size: int, naive_windows: int) -> dict:
+    """Decode-heavy: every window generates exactly MAX_NEW tokens, one batch of the engine vs the naive loop."""
+    from rearank_core.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend("embedded", cache_dir=ROOT / "work" / "models", batch_size=batch_size,
+                                  min_new_tokens=MAX_NEW)
+    prompts = first_windows(batch_size)
+    t = time.perf_counter()
+    done = backend.complete(prompts, MAX_NEW)
+    wall = time.perf_counter() - t
+    stats = dict(backend.last_stats)
+    backend.close()
+    generated = sum(c.completion_tokens for c in done)
+    optimized = {"windows": len(done), "wall_s": wall, "windows_per_s": len(done) / wall,
+                 "completion_tokens": generated, "completion_tokens_per_s": generated / wall,
+                 "prefill_s": stats["prefill_s"], "decode_s": stats["decode_s"],
+                 "decode_tokens_per_s": generated / stats["decode_s"]}
+    return {"optimized": optimized, "naive": naive_loop(prompts[:naive_windows], min_new_tokens=MAX_NEW)}
 
 
 def run_phase(name: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--phase", name, "--queries", str(args.queries), "--batch-size", str(args.batch_size),
-           "--naive-windows", str(args.naive_windows), "--work", str(args.work)]
+           "--naive-windows", str(args.naive_windows), "--naive-reasoning", str(args.naive_reasoning),
+           "--work", str(args.work)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -150,21 +193,35 @@ def table(r: dict) -> str:
     ]
     notes = [
         f"Prompt tokens {o['prompt_tokens']:,}, generated tokens {o['completion_tokens']:,}; statuses {o['status']}.",
-        f"Prefill of one batch of {o['prefill_batch_windows']} windows: {o['prefill_batch_s']:.1f} s; scaled to all windows that is "
-        f"{o['prefill_share_est']:.0%} of the wall time (over 100%: the measurement noise of a run that is all prefill).",
-        f"Model compute achieved: {o['achieved_gflops']:.0f} GFLOP/s (2 x {o['params'] / 1e6:.0f}M params x tokens / wall), "
-        f"{o['achieved_gflops'] / peak:.0%} of this CPU's {o['dtype']} matmul peak ({peak:.0f} GFLOP/s; "
-        f"bf16 {p['matmul_bf16_gflops']:.1f}, fp32 {p['matmul_fp32_gflops']:.0f}).",
+        f"Prefill of one batch of {r['reasoning']['optimized']['windows']} first windows: {r['reasoning']['optimized']['prefill_s']:.0f} s "
+        f"(decode-heavy run below); scaled to all {o['windows']} windows that is "
+        f"{r['reasoning']['optimized']['prefill_s'] / r['reasoning']['optimized']['windows'] * o['windows'] / o['wall_s']:.0%} "
+        f"of the wall time.",
+        f"Model compute achieved: {o['achieved_gflops']:.0f} GFLOP/s ({o['flops'] / 1e12:.0f} TFLOP of matmuls: projections, "
+        f"MLP, causal attention, LM head on generated tokens; / wall time), {o['achieved_gflops'] / peak:.0%} of this CPU's "
+        f"{o['dtype']} matmul peak ({peak:.0f} GFLOP/s; bf16 {p['matmul_bf16_gflops']:.1f}, fp32 {p['matmul_fp32_gflops']:.0f}).",
     ]
-    return "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    ro, rn = r["reasoning"]["optimized"], r["reasoning"]["naive"]
+    reasoning = [
+        "", f"Decode-heavy: every window generates all {MAX_NEW} tokens (EOS suppressed), as a trained reasoning model's would.",
+        "", "| | rearank engine | naive loop |", "|---|---:|---:|",
+        f"| windows (first window of each query) | {ro['windows']} in one batch | {rn['windows']}, one at a time |",
+        f"| wall time | {ro['wall_s']:.0f} s (prefill {ro['prefill_s']:.0f} s, decode {ro['decode_s']:.0f} s) | {rn['wall_s']:.0f} s |",
+        f"| windows/s | {ro['windows_per_s']:.3f} | {rn['windows_per_s']:.3f} |",
+        f"| generated tokens/s | {ro['completion_tokens_per_s']:.1f} (decode phase alone {ro['decode_tokens_per_s']:.1f}) | "
+        f"{rn['completion_tokens_per_s']:.1f} |",
+        f"| throughput ratio | **{ro['windows_per_s'] / rn['windows_per_s']:.1f}x** | 1x |",
+    ]
+    return "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + "\n".join(reasoning) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("peak", "optimized", "naive"))
+    parser.add_argument("--phase", choices=("peak", "optimized", "naive", "reasoning"))
     parser.add_argument("--queries", type=int, default=43)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--naive-windows", type=int, default=12)
+    parser.add_argument("--naive-reasoning", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "work" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -176,10 +233,14 @@ def main() -> None:
         print(json.dumps(phase_optimized(args.queries, args.batch_size, args.work)))
         return
     if args.phase == "naive":
-        print(json.dumps(phase_naive(args.naive_windows)))
+        print(json.dumps(naive_loop(first_windows(args.naive_windows))))
+        return
+    if args.phase == "reasoning":
+        print(json.dumps(phase_reasoning(args.batch_size, args.naive_reasoning)))
         return
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-               "peak": run_phase("peak", args), "optimized": run_phase("optimized", args), "naive": run_phase("naive", args)}
+               "peak": run_phase("peak", args), "optimized": run_phase("optimized", args), "naive": run_phase("naive", args),
+               "reasoning": run_phase("reasoning", args)}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "rerank.json").write_text(json.dumps(results, indent=2) + "\n")
     results["command"] = " ".join([".venv/bin/python bench/bench_rerank.py", *sys.argv[1:]])
