@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+
+from rearank_core.models import looks_like_path, resolve_model
 
 # A chat prompt: [{"role": "system"|"user"|"assistant", "content": str}, ...]
 Messages = list[dict[str, str]]
@@ -20,6 +23,23 @@ class Completion:
 
 class BackendError(RuntimeError):
     """A backend failed for good (after its retries); the message says what and where."""
+
+
+def local_model(model: str, cache_dir: Path) -> str:
+    """What a local backend loads: the embedded model's converted folder, a local folder, or a hub id.
+    A path-like name that is no folder fails here, before any model code runs."""
+    path = resolve_model(model, Path(cache_dir))
+    if looks_like_path(path) and not Path(path).is_dir():
+        raise BackendError(f"model {model!r}: no such model folder {path}")
+    return path
+
+
+def check_call(backend: str, engine: object, max_new_tokens: int) -> None:
+    """What a local backend's ``complete`` refuses: a generation limit below 1, or a closed engine."""
+    if max_new_tokens < 1:
+        raise BackendError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if engine is None:
+        raise BackendError(f"the {backend} backend is closed")
 
 
 class Backend(Protocol):

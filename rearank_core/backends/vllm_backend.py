@@ -8,8 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rearank_core.backends.base import BackendError, Completion, Messages
-from rearank_core.models import looks_like_path, resolve_model
+from rearank_core.backends.base import BackendError, Completion, Messages, check_call, local_model
 
 INSTALL_HINT = "install the vllm extra: pip install 'rearank[vllm]'"
 
@@ -34,9 +33,7 @@ class VLLMBackend:
         self.max_batch_size = batch_size
         self.stop_strings = tuple(s for s in stop_strings if s)
         self._SamplingParams = SamplingParams
-        self.path = resolve_model(model, Path(cache_dir))
-        if looks_like_path(self.path) and not Path(self.path).is_dir():
-            raise BackendError(f"model {model!r}: no such model folder {self.path}")
+        self.path = local_model(model, cache_dir)
         kwargs = {"model": self.path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
                   "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True, "seed": seed}
         if max_model_len is not None:
@@ -55,10 +52,7 @@ class VLLMBackend:
     def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
         if not prompts:
             return []
-        if max_new_tokens < 1:
-            raise BackendError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if self.llm is None:
-            raise BackendError("the vllm backend is closed")
+        check_call(self.name, self.llm, max_new_tokens)
         started = time.perf_counter()
         try:
             outputs = self.llm.chat(prompts, sampling_params=self._params(max_new_tokens), use_tqdm=False)
