@@ -124,36 +124,6 @@ def _convert(gguf: Path, out: Path) -> None:
     }, indent=2) + "\n")
 
 
-class _Lock:
-    """An exclusive inter-process lock on a file (``filelock`` when importable, else ``fcntl``)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = None
-        self._fd = None
-
-    def __enter__(self) -> _Lock:
-        try:
-            from filelock import FileLock
-        except ImportError:
-            FileLock = None
-        if FileLock is not None:
-            self._lock = FileLock(str(self.path))
-            self._lock.acquire()
-        else:  # pragma: no cover - filelock comes with huggingface_hub
-            import fcntl
-
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.release()
-        elif self._fd is not None:  # pragma: no cover
-            os.close(self._fd)
-
-
 def embedded_model_dir(cache_dir: Path) -> Path:
     """The converted embedded model folder under ``cache_dir`` (converting it on first use, ~20-50 s).
 
@@ -165,7 +135,9 @@ def embedded_model_dir(cache_dir: Path) -> Path:
         return target
     gguf = embedded_gguf_path()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _Lock(cache_dir / f".{EMBEDDED_DIRNAME}.lock"):
+    from filelock import FileLock
+
+    with FileLock(cache_dir / f".{EMBEDDED_DIRNAME}.lock"):
         if _is_complete(target):  # another process converted it while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}.tmp-", dir=cache_dir))
