@@ -96,8 +96,8 @@ def phase_optimized(queries: int, batch_size: int, work: Path) -> dict:
     results, summary = reranker.rerank(requests, traces_path=traces, show_progress=True)
     s = summary.to_dict()
     shape = _model_shape(backend.model)
-    flops = sum(window_flops(shape, t["prompt_tokens"], t["completion_tokens"])
-                for t in map(json.loads, traces.read_text().splitlines()))
+    flops = sum(window_flops(shape, trace["prompt_tokens"], trace["completion_tokens"])
+                for trace in map(json.loads, traces.read_text().splitlines()))
     return {
         "dtype": str(backend.dtype).replace("torch.", ""), "batch_size": batch_size, "load_s": load_s,
         "queries": summary.queries, "windows": summary.windows, "wall_s": summary.wall_s,

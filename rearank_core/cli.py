@@ -58,6 +58,11 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _percent(rate: float | None) -> str:
+    """A rate for the closing line; None (no windows run) is "not computed", never 0 %."""
+    return "not computed" if rate is None else f"{rate:.1%}"
+
+
 @app.command()
 @user_errors
 def index(
@@ -184,8 +189,7 @@ def rerank(
     if summary_out is not None:
         with atomic_write(summary_out) as handle:
             json.dump(report, handle, indent=2)
-    valid = "not computed" if summary.format_valid_rate is None else f"{summary.format_valid_rate:.1%}"
-    repaired = "not computed" if summary.repaired_rate is None else f"{summary.repaired_rate:.1%}"
+    valid, repaired = _percent(summary.format_valid_rate), _percent(summary.repaired_rate)
     rate = report["windows_per_s"]
     err.print(f"reranked {summary.queries} queries, {summary.windows} windows ({summary.resumed_windows} resumed) in "
               f"{summary.wall_s:.1f} s{f' ({rate:.2f} windows/s)' if rate else ''}; format-valid {valid}, "
@@ -205,7 +209,7 @@ def demo(
 
     rows, summary = run_demo(workdir, load_params(params), params, show_progress=not quiet, console=err)
     out.print(metrics_table("rearank demo (embedded default)", rows))
-    valid = "not computed" if summary.format_valid_rate is None else f"{summary.format_valid_rate:.1%}"
+    valid = _percent(summary.format_valid_rate)
     out.print(f"reranker: {summary.windows} windows, format-valid rate {valid}, statuses {dict(summary.status)}, "
               f"{summary.completion_tokens} tokens generated in {summary.wall_s:.0f} s")
 
