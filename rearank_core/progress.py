@@ -1,12 +1,23 @@
-"""Progress bars (rich) with count, rate and time left; silent when disabled."""
+"""Progress bars (rich) with count, rate and time left; off when disabled or when stderr is not a terminal
+(a log file or CI output gets no bar redraws)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -32,7 +43,7 @@ class ProgressHandle:
 def progress_bar(description: str, total: int | None, unit: str = "items", enabled: bool = True,
                  extra: str = "", **fields: object) -> Iterator[ProgressHandle]:
     """``extra`` is a rich format string over task fields, e.g. ``"valid {task.fields[valid]}"``."""
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         yield ProgressHandle()
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit),

@@ -1,5 +1,7 @@
 """Typed records passed between stages, in rank_llm's shapes (Query, Candidate, Request, Result).
 
+A leaf module: it imports nothing of this project, so every layer can use it.
+
 A candidates file is JSONL with one Request per line:
 ``{"query": {"qid", "text"}, "candidates": [{"docid", "score", "doc": {"contents": ...}}]}``.
 """
@@ -9,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# A chat prompt: [{"role": "system"|"user"|"assistant", "content": str}, ...]
+Messages = list[dict[str, str]]
 # qid -> docid -> graded relevance
 Qrels = dict[str, dict[str, int]]
 # qid -> [(docid, score)] in rank order (best first)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import threading
 
-from rearank_core.backends.base import Completion, Messages
+from rearank_core.backends.base import Completion
+from rearank_core.errors import BackendError
 from rearank_core.prompts import PromptTemplate, clean_passage, truncate
-from rearank_core.records import Qrels, Request
+from rearank_core.records import Messages, Qrels, Request
 
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$")
 
 
 class OracleBackend:
     name = "oracle"
+    has_tokenizer = False
 
     def __init__(self, requests: list[Request], qrels: Qrels, template: PromptTemplate, max_batch_size: int = 8,
                  max_parallel_calls: int = 1):
@@ -45,6 +47,9 @@ class OracleBackend:
 
     def count_tokens(self, text: str) -> int | None:
         return None
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        raise BackendError("the oracle has no tokenizer")
 
     def close(self) -> None:
         pass

@@ -14,17 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from rearank_core.errors import InputError
-from rearank_core.formats.auto import read_any_qrels, read_any_topics
-from rearank_core.formats.beir import read_beir_folder, read_beir_qrels, read_beir_queries
-from rearank_core.formats.bright import (
+from rearank_core.io.auto import read_any_qrels, read_any_topics
+from rearank_core.io.beir import read_beir_folder, read_beir_qrels, read_beir_queries
+from rearank_core.io.bright import (
     BrightDomain,
     iter_bright_documents,
     load_bright_domain,
     resolve_bright_root,
 )
-from rearank_core.formats.collection import Document, corpus_files, iter_corpus
-from rearank_core.formats.requests import read_candidates, read_requests, read_retrieve_results, write_requests
-from rearank_core.formats.trec import (
+from rearank_core.io.collection import Document, corpus_files, iter_corpus
+from rearank_core.io.requests import read_candidates, read_requests, read_retrieve_results, write_requests
+from rearank_core.io.trec import (
     check_run_queries,
     read_exclusions,
     read_qrels,

@@ -11,9 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rearank_core import models  # noqa: E402
+from rearank_core.backends import embedded as models  # noqa: E402
+from rearank_core.backends.embedded import EMBEDDED, EMBEDDED_DIRNAME, embedded_model_dir, resolve_model  # noqa: E402
 from rearank_core.errors import InputError  # noqa: E402
-from rearank_core.models import EMBEDDED, EMBEDDED_DIRNAME, embedded_model_dir, resolve_model  # noqa: E402
 
 
 def shared_model_cache(tmp_path_factory) -> Path:

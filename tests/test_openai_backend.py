@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rearank_core.backends.base import BackendError
 from rearank_core.backends.openai_backend import OpenAIBackend
+from rearank_core.errors import BackendError
 
 MakeBackend = Callable[..., OpenAIBackend]
 

@@ -7,16 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-
 from oracle import OracleBackend
-from rearank_core.backends.base import Completion, Messages
-from rearank_core.errors import InputError
+
+from rearank_core.backends.base import Completion
+from rearank_core.errors import BackendError, InputError
 from rearank_core.evaluation import evaluate
-from rearank_core.formats.requests import read_retrieve_results
-from rearank_core.formats.trec import read_qrels
+from rearank_core.io.requests import read_retrieve_results
+from rearank_core.io.trec import read_qrels
 from rearank_core.prompts import load_template
-from rearank_core.records import Candidate, Query, Request, requests_to_run, results_to_run
-from rearank_core.rerank import RerankConfig, Reranker, read_traces
+from rearank_core.records import Candidate, Messages, Query, Request, requests_to_run, results_to_run
+from rearank_core.config import RerankConfig
+from rearank_core.io.traces import read_traces
+from rearank_core.rerank import Reranker
 
 DL19 = Path(__file__).resolve().parents[1] / "data" / "msmarco" / "dl19"
 
@@ -70,7 +72,7 @@ def test_top_k_leaves_the_tail_in_order_and_short_lists_get_one_window(dl19: tup
 class _Scripted:
     """Replies with fixed completions in turn; fails after ``fail_after`` windows."""
 
-    name, max_batch_size, max_parallel_calls = "scripted", 1, 1
+    name, max_batch_size, max_parallel_calls, has_tokenizer = "scripted", 1, 1, False
 
     def __init__(self, replies: list[str], fail_after: int | None = None):
         self.replies, self.fail_after, self.seen = replies, fail_after, 0
@@ -84,6 +86,9 @@ class _Scripted:
 
     def count_tokens(self, text: str) -> int | None:
         return None
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        raise BackendError("no tokenizer")
 
     def close(self) -> None:
         pass

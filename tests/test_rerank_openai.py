@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rearank_core.formats.trec import read_run
+from rearank_core.io.trec import read_run
 
 DL19 = Path(__file__).resolve().parents[1] / "data" / "msmarco" / "dl19" / "rank_llm_BM25_retrieve_results_dl19.json"
 QUERY = re.compile(r"Search Query: (.*?)\. \n")

@@ -12,12 +12,12 @@ import pytest
 
 from rearank_core.config import BM25Config
 from rearank_core.errors import InputError
-from rearank_core.formats.collection import Document
-from rearank_core.formats.requests import read_requests
-from rearank_core.formats.trec import read_run
+from rearank_core.io.collection import Document
+from rearank_core.io.requests import read_requests
+from rearank_core.io.trec import read_run
 from rearank_core.records import Query
-from rearank_core.retrieval import BM25Searcher, bm25_run, build_index, check_index
-from rearank_core.stages import retrieve_stage
+from rearank_core.retrieval.bm25 import BM25Searcher, bm25_run, build_index, check_index
+from rearank_core.stages.bm25 import retrieve_stage
 
 DOCS = [
     Document("d1", "The flea life cycle lasts from two weeks to a year depending on conditions."),
@@ -80,7 +80,7 @@ def test_same_run_as_pyserini_lucene_searcher(small_index: Path, tmp_path: Path)
     ours, _ = bm25_run(small_index, queries, k=10, show_progress=False)
     script = (
         "import json,sys\n"
-        "from rearank_core.jvm import start_jvm\nstart_jvm()\n"
+        "from rearank_core.retrieval.jvm import start_jvm\nstart_jvm()\n"
         "from pyserini.search.lucene import LuceneSearcher\n"
         f"s = LuceneSearcher({str(small_index)!r}); s.set_bm25(0.9, 0.4)\n"
         f"res = s.batch_search({[q.text for q in queries]!r}, {[q.qid for q in queries]!r}, k=10, threads=1)\n"

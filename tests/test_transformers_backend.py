@@ -10,13 +10,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rearank_core.backends.base import BackendError, Completion  # noqa: E402
-from rearank_core.backends.transformers_backend import (  # noqa: E402
-    TransformersBackend,
-    cpu_has_fast_bf16,
-    pick_dtype,
-)
-from rearank_core.models import embedded_model_dir  # noqa: E402
+from rearank_core.backends.base import Completion  # noqa: E402
+from rearank_core.backends.embedded import embedded_model_dir  # noqa: E402
+from rearank_core.backends import transformers_engine  # noqa: E402
+from rearank_core.backends.transformers_backend import TransformersBackend  # noqa: E402
+from rearank_core.backends.transformers_engine import pick_dtype  # noqa: E402
+from rearank_core.errors import BackendError  # noqa: E402
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -133,12 +132,12 @@ def test_tiny_model_batching_and_row_drop(tiny_dir):
     assert _same(base, loop.complete(prompts, max_new_tokens=12))  # 2 sub-batches of 2
     # Make one token an end token so that the long row stops early and the others do not: exercises
     # dropping rows and cutting the long row's padding columns from the batch cache.
-    rows = [ids for ids, _ in loop._generate_loop(loop._prompt_ids(prompts), 12)]
+    rows = [ids for ids, _ in loop.decoder.generate(loop.prompt_ids(prompts), 12)]
     candidates = [t for t in rows[0][1:6] if all(t not in r for r in rows[1:])]
     assert candidates, rows
     for backend in (loop, hf):
-        backend.eos_ids = sorted(set(backend.eos_ids) | {candidates[0]})
-        backend.generation_config.eos_token_id = backend.eos_ids
+        backend.decoder.eos_ids = sorted(set(backend.decoder.eos_ids) | {candidates[0]})
+        backend.decoder.generation_config.eos_token_id = backend.decoder.eos_ids
     loop.max_batch_size = 4
     batched = loop.complete(prompts, max_new_tokens=12)
     assert batched[0].finish_reason == "stop" and batched[0].completion_tokens < 12
@@ -158,11 +157,34 @@ def test_uncached_hub_id_offline_is_a_backend_error():
     assert "rearank-tests/not-a-cached-model" in str(err.value)
 
 
-def test_auto_dtype_follows_the_cpu():
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs /proc/cpuinfo")
+def test_auto_dtype_follows_the_cpu_flags():
     import torch
 
-    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    # Read independently of the code under test: hardware bf16 is AMX or AVX512-BF16 in the CPU's flags.
+    expected = torch.bfloat16 if _cpu_flags() & {"amx_bf16", "avx512_bf16"} else torch.float32
     assert pick_dtype("auto", "cpu") == expected
+
+
+def test_auto_dtype_on_each_kind_of_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(transformers_engine, "cpu_has_fast_bf16", lambda: True)
+    assert pick_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(transformers_engine, "cpu_has_fast_bf16", lambda: False)
+    assert pick_dtype("auto", "cpu") == torch.float32
+
+
+def test_named_dtypes():
+    import torch
+
     assert pick_dtype("float32", "cpu") == torch.float32 and pick_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(BackendError):
         pick_dtype("int3", "cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rearank_core.errors import InputError
-from rearank_core.window import window_spans
+from rearank_core.rerank.window import window_spans
 
 
 @pytest.mark.parametrize(("length", "window", "step", "top_k", "count"), [

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rearank_core.models import looks_like_path, resolve_model
-
-# A chat prompt: [{"role": "system"|"user"|"assistant", "content": str}, ...]
-Messages = list[dict[str, str]]
+from rearank_core.backends.embedded import looks_like_path, resolve_model
+from rearank_core.errors import BackendError
+from rearank_core.records import Messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +18,6 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (ended by itself or a stop string) or "length" (hit max_new_tokens)
     latency_s: float
-
-
-class BackendError(RuntimeError):
-    """A backend failed for good (after its retries); the message says what and where."""
 
 
 def local_model(model: str, cache_dir: Path) -> str:
@@ -47,16 +42,37 @@ class Backend(Protocol):
 
     ``max_batch_size``: prompts per ``complete`` call (the transformers and vLLM backends batch them).
     ``max_parallel_calls``: ``complete`` calls the scheduler may keep in flight at once from threads
-    (the HTTP backend: its concurrency limit; local backends: 1)."""
+    (the HTTP backend: its concurrency limit; local backends: 1).
+    ``has_tokenizer``: whether ``count_tokens`` and ``truncate`` work (the HTTP backend cannot reach the
+    server's tokenizer). This is everything the reranker uses: no backend attribute outside it."""
 
     name: str
     max_batch_size: int
     max_parallel_calls: int
+    has_tokenizer: bool
 
-    def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]: ...
+    def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
+        """One completion per prompt, in order; a ``BackendError`` when the backend fails for good."""
+        ...
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in ``text`` under the model's tokenizer, or None when the backend has no tokenizer."""
         ...
 
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` cut to its first ``max_tokens`` tokens under the model's tokenizer (unchanged when shorter);
+        a ``BackendError`` when the backend has no tokenizer."""
+        ...
+
     def close(self) -> None: ...
+
+
+def hf_count_tokens(tokenizer: object, text: str) -> int:
+    """Tokens in ``text`` under a Hugging Face tokenizer, special tokens left out (the chat template adds them)."""
+    return len(tokenizer.encode(text, add_special_tokens=False))  # type: ignore[attr-defined]
+
+
+def hf_truncate(tokenizer: object, text: str, max_tokens: int) -> str:
+    """``text`` cut to its first ``max_tokens`` tokens under a Hugging Face tokenizer."""
+    ids = tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])  # type: ignore[attr-defined]

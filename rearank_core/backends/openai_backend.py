@@ -14,12 +14,15 @@ from typing import Any
 import httpx
 import openai
 
-from .base import BackendError, Completion, Messages
+from rearank_core.backends.base import Completion
+from rearank_core.errors import BackendError
+from rearank_core.records import Messages
 
 
 class OpenAIBackend:
     name = "openai"
     max_batch_size = 1
+    has_tokenizer = False  # the server's tokenizer is not reachable through the Chat Completions API
 
     def __init__(
         self,
@@ -133,7 +136,11 @@ class OpenAIBackend:
         )
 
     def count_tokens(self, text: str) -> int | None:
-        return None  # the server's tokenizer is not reachable through the Chat Completions API
+        return None
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        raise BackendError(f"the openai backend has no tokenizer for model {self.model!r}: token truncation "
+                           "needs a local backend (transformers, vllm); use --truncate-unit chars or words")
 
     def close(self) -> None:
         self._client.close()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rearank_core.backends.base import BackendError, Completion, Messages, check_call, local_model
+from rearank_core.backends.base import Completion, check_call, hf_count_tokens, hf_truncate, local_model
+from rearank_core.errors import BackendError
+from rearank_core.records import Messages
 
 INSTALL_HINT = "install the vllm extra: pip install 'rearank[vllm]'"
 
@@ -18,6 +20,7 @@ class VLLMBackend:
 
     name = "vllm"
     max_parallel_calls = 1
+    has_tokenizer = True
 
     def __init__(self, model: str, cache_dir: Path = Path("work/models"), batch_size: int = 256,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
@@ -73,10 +76,16 @@ class VLLMBackend:
                 latency_s=latency))
         return results
 
-    def count_tokens(self, text: str) -> int | None:
+    def _tokenizer(self) -> object:
         if self.llm is None:
-            return None
-        return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
+            raise BackendError(f"the {self.name} backend is closed")
+        return self.llm.get_tokenizer()
+
+    def count_tokens(self, text: str) -> int | None:
+        return hf_count_tokens(self._tokenizer(), text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return hf_truncate(self._tokenizer(), text, max_tokens)
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

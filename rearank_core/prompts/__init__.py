@@ -14,8 +14,9 @@ from pathlib import Path
 import ftfy
 import yaml
 
-from rearank_core.backends.base import Messages
+from rearank_core.config import TRUNCATE_UNITS
 from rearank_core.errors import InputError
+from rearank_core.records import Messages
 
 HERE = Path(__file__).resolve().parent
 BUILTIN = tuple(sorted(p.stem for p in HERE.glob("*.yaml")))
@@ -33,7 +34,6 @@ _FIELDS: dict[str, tuple[set[str], set[str]]] = {
 _META = {"name", "description", "layout", "answer_format", "truncate"}
 LAYOUTS = ("multi_turn", "single_turn")
 ANSWER_FORMATS = ("plain", "think_answer")
-TRUNCATE_UNITS = ("chars", "words", "tokens")
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rearank_core.errors import InputError
-from rearank_core.formats.collection import Document
-from rearank_core.jvm import start_jvm
+from rearank_core.io.collection import Document
 from rearank_core.progress import progress_bar
 from rearank_core.records import Candidate, Query, Request, Run
+from rearank_core.retrieval.jvm import start_jvm
 
 INDEX_META = "rearank-index.json"
 

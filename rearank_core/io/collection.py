@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rearank_core.errors import InputError
-from rearank_core.fileio import iter_jsonl, require_str
+from rearank_core.io.files import iter_jsonl, require_str
 
 _SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 

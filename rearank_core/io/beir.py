@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rearank_core.errors import InputError
-from rearank_core.fileio import iter_jsonl, iter_lines, require_str
-from rearank_core.formats.trec import add_judgment
+from rearank_core.io.files import iter_jsonl, iter_lines, require_str
+from rearank_core.io.trec import add_judgment
 from rearank_core.records import Qrels, Query
 
 

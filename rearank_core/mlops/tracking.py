@@ -1,8 +1,8 @@
 """MLflow tracking for every stage, in one place. Stages call ``stage_run``; with tracking off it is a no-op.
 
 Default store: SQLite at ``<project>/mlruns/mlflow.db`` with artifacts in ``<project>/mlruns/artifacts``
-(the project folder is the working directory, where params.yaml lives). Set ``tracking.uri`` in
-params.yaml or MLFLOW_TRACKING_URI to use a server."""
+(the project folder is the working directory, where params.yaml lives). Set MLFLOW_TRACKING_URI or
+``tracking.uri`` in params.yaml to use a server; the environment variable wins, as everywhere in MLflow."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def metric_key(name: str) -> str:
 
 
 def tracking_uri(cfg: TrackingConfig, project: str | Path = ".") -> str:
-    if cfg.uri:
-        return cfg.uri
+    """MLflow's convention first: MLFLOW_TRACKING_URI, when set, wins over params.yaml's ``tracking.uri``."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    if cfg.uri:
+        return cfg.uri
     store = Path(project).resolve() / "mlruns"
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"

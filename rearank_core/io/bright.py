@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rearank_core.errors import InputError
-from rearank_core.formats.collection import Document
+from rearank_core.io.collection import Document
 from rearank_core.records import Qrels, Query
 
 BRIGHT_REPO = "xlangai/BRIGHT"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rearank_core.fileio import iter_lines
-from rearank_core.formats.beir import read_beir_qrels, read_beir_queries
-from rearank_core.formats.trec import read_qrels, read_topics
+from rearank_core.io.beir import read_beir_qrels, read_beir_queries
+from rearank_core.io.files import iter_lines
+from rearank_core.io.trec import read_qrels, read_topics
 from rearank_core.records import Qrels, Query
 
 

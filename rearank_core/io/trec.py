@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from rearank_core.errors import InputError
-from rearank_core.fileio import atomic_write, iter_lines
+from rearank_core.io.files import atomic_write, iter_lines
 from rearank_core.records import Qrels, Query, Run
 
 

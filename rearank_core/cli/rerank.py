@@ -1,0 +1,64 @@
+"""The ``rerank`` command: listwise reranking of a candidates file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, percent, start, user_errors
+from rearank_core.config import RerankConfig, field_help, override
+
+H = {key: f"{text} (default: params rerank.{key})" for key, text in field_help(RerankConfig).items()}
+
+
+@app.command()
+@user_errors
+def rerank(
+    candidates: Annotated[Path, typer.Option(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")],
+    run: Annotated[Path, typer.Option(help="output TREC run (written when every query is done)")],
+    traces: Annotated[Path | None, typer.Option(help="JSONL trace per window (written as windows finish)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from --traces")] = False,
+    window: Annotated[int | None, typer.Option(help=H["window"])] = None,
+    step: Annotated[int | None, typer.Option(help=H["step"])] = None,
+    top_k: Annotated[int | None, typer.Option(help=H["top_k"])] = None,
+    backend: Annotated[str | None, typer.Option(help=H["backend"])] = None,
+    model: Annotated[str | None, typer.Option(help=H["model"])] = None,
+    prompt: Annotated[str | None, typer.Option(help=H["prompt"])] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help=H["max_new_tokens"])] = None,
+    batch_size: Annotated[int | None, typer.Option(help=H["batch_size"])] = None,
+    dtype: Annotated[str | None, typer.Option(help=H["dtype"])] = None,
+    truncate_unit: Annotated[str | None, typer.Option(help=H["truncate_unit"])] = None,
+    truncate_length: Annotated[int | None, typer.Option(help=H["truncate_length"])] = None,
+    base_url: Annotated[str | None, typer.Option(help=H["base_url"])] = None,
+    concurrency: Annotated[int | None, typer.Option(help=H["concurrency"])] = None,
+    timeout: Annotated[float | None, typer.Option(help=H["timeout_s"])] = None,
+    retries: Annotated[int | None, typer.Option(help=H["max_retries"])] = None,
+    reasoning_model: Annotated[bool | None, typer.Option("--reasoning-model/--no-reasoning-model",
+                                                         help=H["reasoning_model"])] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N queries")] = None,
+    summary_out: Annotated[Path | None, typer.Option(help="also write the closing summary as JSON")] = None,
+    name: Annotated[str, typer.Option(help="dataset name for tracking")] = "",
+    track: Annotated[bool | None, typer.Option("--track/--no-track",
+                                               help="log to MLflow (default: params tracking.enabled)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Rerank candidates with a listwise LLM over sliding windows."""
+    p = start(params, quiet)
+    cfg = override(p.rerank, "rerank", window=window, step=step, top_k=top_k, backend=backend, model=model,
+                   prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype,
+                   truncate_unit=truncate_unit, truncate_length=truncate_length, base_url=base_url,
+                   concurrency=concurrency, timeout_s=timeout, max_retries=retries, reasoning_model=reasoning_model)
+    tracking = override(p.tracking, "tracking", enabled=track)
+    from rearank_core.stages import rerank_stage
+
+    summary = rerank_stage(candidates, run, cfg, tracking, traces_out=traces, summary_out=summary_out, resume=resume,
+                           limit=limit, name=name, show_progress=not quiet)
+    rate = summary.to_dict()["windows_per_s"]
+    err.print(f"reranked {summary.queries} queries, {summary.windows} windows ({summary.resumed_windows} resumed) in "
+              f"{summary.wall_s:.1f} s{f' ({rate:.2f} windows/s)' if rate else ''}; format-valid "
+              f"{percent(summary.format_valid_rate)}, repaired {percent(summary.repaired_rate)}; statuses "
+              f"{dict(summary.status)}; tokens: {summary.prompt_tokens} prompt, {summary.completion_tokens} "
+              f"completion; run written to {run}")

@@ -1,0 +1,28 @@
+"""Trace files: one JSON line per reranked window (``WindowTrace``), appended as windows finish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+from rearank_core.errors import InputError
+from rearank_core.io.files import iter_jsonl
+from rearank_core.records import WindowTrace
+
+
+def read_traces(path: str | Path) -> list[WindowTrace]:
+    names = WindowTrace.__slots__  # type: ignore[attr-defined]
+    traces = []
+    for number, obj in iter_jsonl(path):
+        missing = [n for n in names if n not in obj]
+        if missing:
+            raise InputError("missing", path, number, missing[0])
+        traces.append(WindowTrace(**{n: obj[n] for n in names}))
+    return traces
+
+
+def write_trace(sink: IO[str], trace: WindowTrace) -> None:
+    """Append one trace line and flush it, so a crash loses no finished window."""
+    sink.write(json.dumps(trace.to_dict(), ensure_ascii=False) + "\n")
+    sink.flush()

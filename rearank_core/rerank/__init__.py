@@ -1,0 +1,7 @@
+"""Listwise reranking: sliding windows (``window``), answer parsing and repair (``parsing``), the cross-query
+scheduler behind ``Reranker`` (``scheduler``) and the run's figures (``summary``)."""
+
+from rearank_core.rerank.scheduler import Reranker
+from rearank_core.rerank.summary import RerankSummary
+
+__all__ = ["Reranker", "RerankSummary"]

@@ -1,0 +1,11 @@
+"""Stage functions: typed config in, files in, files out, figures returned, tracked in MLflow.
+
+The CLI (and so ``dvc.yaml``), the Prefect flows in ``flows/`` and Python callers all run these same
+functions, so every driver writes the same files."""
+
+from rearank_core.stages.bm25 import RetrieveStats, index_stage, retrieve_stage
+from rearank_core.stages.demo import run_demo
+from rearank_core.stages.evaluate import evaluate_stage
+from rearank_core.stages.rerank import rerank_stage
+
+__all__ = ["RetrieveStats", "evaluate_stage", "index_stage", "rerank_stage", "retrieve_stage", "run_demo"]
