@@ -234,7 +234,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         lines = _key_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {exc}", path, mark.line + 1 if mark else None) from exc
+        problem = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+        raise InputError(f"invalid YAML: {' '.join(problem.split())}", path, mark.line + 1 if mark else None) from exc
     data = data or {}
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of sections, got {_describe(data)}", path)

@@ -10,7 +10,3 @@ __all__ = ["app", "bm25", "demo", "main", "rerank"]
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
