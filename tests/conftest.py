@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
+DL19 = DATA / "msmarco" / "dl19"
+DL19_CANDIDATES = DL19 / "rank_llm_BM25_retrieve_results_dl19.json"
+DL19_QRELS = DL19 / "qrels.dl19-passage.txt"
 BIN = Path(sys.executable).parent
 
 for key, value in {
@@ -31,3 +40,84 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedded-model cache per test session: the first user converts the GGUF, every later one reuses it
+    (subprocess tests too, through params.yaml's rerank.model_cache)."""
+    return tmp_path_factory.getbasetemp() / "rearank-models"
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(model_cache: Path) -> Path:
+    """The converted embedded model folder (SmolLM2-135M-Instruct)."""
+    from rearank_core.backends.embedded import embedded_model_dir
+
+    return embedded_model_dir(model_cache)
+
+
+QUERY = re.compile(r"Search Query: (.*?)\. \n")
+
+
+class RankingServer(ThreadingHTTPServer):
+    """An OpenAI-compatible Chat Completions server on 127.0.0.1 answering REARANK-prompt windows: per query in
+    turn a good answer, one that needs repair, one cut off inside its reasoning (or 503 when ``fail``)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RankingHandler)
+        self.per_query: Counter = Counter()
+        self.queries_seen: list[str] = []
+        self.fail = False
+        self.sampling_keys: set[tuple[str, ...]] = set()  # which limit/temperature fields each request sent
+        self.lock = threading.Lock()
+
+
+class _RankingHandler(BaseHTTPRequestHandler):
+    server: RankingServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.server.fail:
+            self.send_response(503)
+            self.end_headers()
+            return
+        last = body["messages"][-1]["content"]
+        query = QUERY.search(last).group(1)
+        num = int(re.search(r"Rank the (\d+) passages", last).group(1))
+        with self.server.lock:
+            self.server.sampling_keys.add(tuple(sorted(k for k in body if "tokens" in k or k == "temperature")))
+            self.server.per_query[query] += 1
+            if query not in self.server.queries_seen:
+                self.server.queries_seen.append(query)
+            kind = self.server.queries_seen.index(query) % 3
+        if kind == 0:  # a good answer: the window reversed
+            text, finish = "<think>ok</think><answer>" + " > ".join(f"[{i}]" for i in range(num, 0, -1)) + "</answer>", "stop"
+        elif kind == 1:  # needs repair: a duplicate, an out-of-range id, most ids missing
+            text, finish = "<think>hm</think><answer>[2] > [2] > [99] > [1]</answer>", "stop"
+        else:  # cut off inside the reasoning, with tempting numbers in it
+            text, finish = "<think>[3] > [1] looks right but", "length"
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                 "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def ranking_server() -> Iterator[RankingServer]:
+    srv = RankingServer()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rearank_core.config import SECTIONS, RerankConfig, TrackingConfig, load_params, override, section, validated
+from rearank_core.config import (
+    SECTIONS,
+    RerankConfig,
+    TrackingConfig,
+    load_params,
+    override,
+    section,
+    validated,
+)
 from rearank_core.errors import InputError
 from rearank_core.mlops.tracking import tracking_uri
 

@@ -23,7 +23,12 @@ from rearank_core.io.bright import (
     resolve_bright_root,
 )
 from rearank_core.io.collection import Document, corpus_files, iter_corpus
-from rearank_core.io.requests import read_candidates, read_requests, read_retrieve_results, write_requests
+from rearank_core.io.requests import (
+    read_candidates,
+    read_requests,
+    read_retrieve_results,
+    write_requests,
+)
 from rearank_core.io.trec import (
     check_run_queries,
     read_exclusions,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rearank_core.rerank.parsing import NO_ANSWER, OK, REPAIRED, TRUNCATED, parse_window, repair
+from rearank_core.rerank.parsing import (
+    NO_ANSWER,
+    OK,
+    REPAIRED,
+    TRUNCATED,
+    parse_window,
+    repair,
+)
 
 
 def test_well_formed_answer() -> None:

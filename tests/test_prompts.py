@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from rearank_core.backends.base import hf_count_tokens, hf_truncate
+from rearank_core.config import RerankConfig
 from rearank_core.errors import InputError
 from rearank_core.prompts import BUILTIN, clean_passage, load_template, render
+from rearank_core.records import Candidate, Query, Request
+from rearank_core.rerank import Reranker
 
 PASSAGES = ["First passage cites [2] and [10].", "Second   passage\nwith  spaces.", "Third " + "word " * 500]
 
@@ -30,15 +34,17 @@ def test_rearank_multi_turn_feed_with_400_char_passages() -> None:
     assert "what is x?" in messages[-1]["content"] and "3 passages" in messages[-1]["content"]
 
 
-def test_reasonrank_single_message_and_token_truncation() -> None:
-    def first_n_words(text: str, n: int) -> str:  # stands in for a tokenizer
-        return " ".join(text.split()[:n])
+def test_reasonrank_single_message_and_token_truncation(embedded_dir: Path) -> None:
+    from transformers import AutoTokenizer
 
-    messages = render(load_template("reasonrank"), "q", PASSAGES, tokenizer=first_n_words)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)  # the embedded model's real tokenizer
+    messages = render(load_template("reasonrank"), "q", PASSAGES, tokenizer=lambda text, n: hf_truncate(tokenizer, text, n))
     assert [m["role"] for m in messages] == ["system", "user"]
     lines = messages[1]["content"].split("\n")
     assert "[1] First passage cites (2) and (10)." in lines
-    assert f"[3] Third {' '.join(['word'] * 99)}" in lines
+    third = next(line for line in lines if line.startswith("[3] "))[4:]
+    assert ("Third " + "word " * 500).startswith(third)
+    assert hf_count_tokens(tokenizer, third) == 100  # the template's 100 tokens, counted by the tokenizer itself
 
 
 def test_token_truncation_without_a_tokenizer_is_an_error() -> None:
@@ -57,9 +63,20 @@ def test_clean_passage_neutralises_identifiers_and_mojibake() -> None:
     assert clean_passage("cafÃ©") == "café"
 
 
-def test_template_never_depends_on_the_model() -> None:
-    # The same template renders the same prompt whatever the model; there is no model argument at all.
-    assert render(load_template("rearank"), "q", PASSAGES) == render(load_template("rearank"), "q", PASSAGES)
+class _NoTokenizer:
+    name, max_batch_size, max_parallel_calls, has_tokenizer = "none", 1, 1, False
+
+
+@pytest.mark.parametrize("prompt", ["rearank", "rankgpt"])
+def test_template_never_depends_on_the_model(prompt: str) -> None:
+    # REARANK's code switches to the RankGPT prompt for checkpoints whose name lacks 'le723z'; ours renders the
+    # chosen template the same whatever the model's name, and different templates differently.
+    request = Request(Query("q1", "what is x?"), [Candidate(f"d{i}", 1.0, {"contents": p}) for i, p in enumerate(PASSAGES)])
+    rendered = [Reranker(RerankConfig(model=model, prompt=prompt), backend=_NoTokenizer()).prompt_for(request, 0, 3)
+                for model in ("le723z/Rearank-7B", "Qwen/Qwen2.5-7B-Instruct", "embedded")]
+    assert rendered[0] == rendered[1] == rendered[2] == render(load_template(prompt), "what is x?", PASSAGES)
+    other = "rankgpt" if prompt == "rearank" else "rearank"
+    assert rendered[0] != render(load_template(other), "what is x?", PASSAGES)
 
 
 GOOD = """name: mine

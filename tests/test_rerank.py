@@ -7,20 +7,26 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DL19
 from oracle import OracleBackend
 
 from rearank_core.backends.base import Completion
+from rearank_core.config import RerankConfig
 from rearank_core.errors import BackendError, InputError
 from rearank_core.evaluation import evaluate
 from rearank_core.io.requests import read_retrieve_results
+from rearank_core.io.traces import read_traces
 from rearank_core.io.trec import read_qrels
 from rearank_core.prompts import load_template
-from rearank_core.records import Candidate, Messages, Query, Request, requests_to_run, results_to_run
-from rearank_core.config import RerankConfig
-from rearank_core.io.traces import read_traces
+from rearank_core.records import (
+    Candidate,
+    Messages,
+    Query,
+    Request,
+    requests_to_run,
+    results_to_run,
+)
 from rearank_core.rerank import Reranker
-
-DL19 = Path(__file__).resolve().parents[1] / "data" / "msmarco" / "dl19"
 
 
 @pytest.fixture(scope="module")

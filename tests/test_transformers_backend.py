@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rearank_core.backends.base import Completion  # noqa: E402
-from rearank_core.backends.embedded import embedded_model_dir  # noqa: E402
 from rearank_core.backends import transformers_engine  # noqa: E402
+from rearank_core.backends.base import Completion  # noqa: E402
 from rearank_core.backends.transformers_backend import TransformersBackend  # noqa: E402
 from rearank_core.backends.transformers_engine import pick_dtype  # noqa: E402
 from rearank_core.errors import BackendError  # noqa: E402
@@ -25,29 +23,23 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def smol_dir(tmp_path_factory) -> Path:
-    # The same folder as tests/test_models.py uses, so a session converts the GGUF once.
-    return embedded_model_dir(tmp_path_factory.getbasetemp() / "rearank-models")
+@pytest.fixture(scope="module")
+def smol(embedded_dir) -> TransformersBackend:
+    return TransformersBackend(str(embedded_dir), dtype="float32", batch_size=8, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def smol(smol_dir) -> TransformersBackend:
-    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, device="cpu")
+def smol_hf(embedded_dir) -> TransformersBackend:
+    return TransformersBackend(str(embedded_dir), dtype="float32", batch_size=8, device="cpu", engine="generate")
 
 
 @pytest.fixture(scope="module")
-def smol_hf(smol_dir) -> TransformersBackend:
-    return TransformersBackend(str(smol_dir), dtype="float32", batch_size=8, device="cpu", engine="generate")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smol_dir) -> Path:
+def tiny_dir(tmp_path_factory, embedded_dir) -> Path:
     """A randomly initialised 2-layer Llama (hidden 64) saved with the real SmolLM2 tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -85,10 +77,10 @@ def test_complete_short_prompts(smol):
         len(smol.tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"])
 
 
-def test_stop_string_cuts_generation(smol_dir, smol):
+def test_stop_string_cuts_generation(embedded_dir, smol):
     plain = smol.complete(PROMPTS[:1], max_new_tokens=16)[0]
     for engine in ("loop", "generate"):
-        backend = TransformersBackend(str(smol_dir), dtype="float32", device="cpu", stop_strings=("Paris",),
+        backend = TransformersBackend(str(embedded_dir), dtype="float32", device="cpu", stop_strings=("Paris",),
                                       engine=engine)
         c = backend.complete(PROMPTS[:1], max_new_tokens=16)[0]
         assert c.text.endswith("Paris") and c.finish_reason == "stop", engine
@@ -110,10 +102,10 @@ def test_batched_equals_unbatched_and_engines_agree(smol, smol_hf):
     assert _same(batched, smol_hf.complete(PROMPTS, max_new_tokens=24))
 
 
-def test_min_new_tokens_suppresses_eos_in_both_engines(smol_dir, smol):
+def test_min_new_tokens_suppresses_eos_in_both_engines(embedded_dir, smol):
     plain = smol.complete(PROMPTS, max_new_tokens=16)
     assert plain[0].completion_tokens < 16  # "The capital of France is Paris." then EOS
-    forced = [TransformersBackend(str(smol_dir), dtype="float32", device="cpu", engine=engine,
+    forced = [TransformersBackend(str(embedded_dir), dtype="float32", device="cpu", engine=engine,
                                   min_new_tokens=16).complete(PROMPTS, max_new_tokens=16)
               for engine in ("loop", "generate")]
     assert _same(*forced)
@@ -188,11 +180,3 @@ def test_named_dtypes():
     assert pick_dtype("float32", "cpu") == torch.float32 and pick_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(BackendError):
         pick_dtype("int3", "cpu")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_vllm_names_the_extra():
-    from rearank_core.backends.vllm_backend import VLLMBackend
-
-    with pytest.raises(BackendError, match=r"pip install 'rearank\[vllm\]'"):
-        VLLMBackend("embedded")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rearank_core.backends.embedded import looks_like_path, resolve_model
 from rearank_core.errors import BackendError
@@ -37,6 +37,7 @@ def check_call(backend: str, engine: object, max_new_tokens: int) -> None:
         raise BackendError(f"the {backend} backend is closed")
 
 
+@runtime_checkable
 class Backend(Protocol):
     """Generates completions for a batch of chat prompts, greedy.
 

@@ -9,13 +9,19 @@ ChatML chat template) under the cache folder; later calls return that folder at 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from rearank_core.errors import InputError
+
+log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 EMBEDDED_ALIASES = frozenset({EMBEDDED, "smollm2-135m-instruct"})
@@ -75,20 +81,32 @@ def _is_complete(folder: Path) -> bool:
     return (folder / _MARKER).is_file() and (folder / "config.json").is_file()
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No notes ("GGUF is fastest in float32") and no de-quantising, loading or writing bars during the one-time
+    conversion: the caller logs one line instead. The de-quantising bar is a bare tqdm that no transformers
+    setting reaches, hence stderr is held too (failures still raise)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _convert(gguf: Path, out: Path) -> None:
     """Load the GGUF with transformers (dequantised) and save it as a plain HF folder into ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # quiet the "GGUF is fastest in float32" note
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        # float32 on load (the GGUF kernels compute in float32), then bf16 for a 270 MB folder.
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # float32 on load (the GGUF kernels compute in float32), then bf16 for a 270 MB folder.
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained; the weights are already dequantised, so drop the quantiser.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -142,7 +160,9 @@ def embedded_model_dir(cache_dir: Path) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}.tmp-", dir=cache_dir))
         try:
-            _convert(gguf, tmp)
+            log.info("converting the embedded model %s once into %s", gguf.name, target)
+            with _quiet_transformers():
+                _convert(gguf, tmp)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700

@@ -1,6 +1,6 @@
 """Greedy generation with the vLLM offline engine (GPU machines; the optional ``vllm`` extra).
 
-vLLM is imported only in the constructor, so this module imports (and the CLI lists the backend) on
+vLLM is imported only where an engine is built or sampled, so this module imports (and the CLI lists the backend) on
 machines without it."""
 
 from __future__ import annotations
@@ -27,15 +27,10 @@ class VLLMBackend:
                  max_model_len: int | None = 8192, stop_strings: tuple[str, ...] = ("</answer>",),
                  dtype: str = "auto", seed: int = 0):
         try:
-            from vllm import LLM, SamplingParams
+            from vllm import LLM
         except ImportError as exc:
             raise BackendError(f"the vllm backend needs the vllm package; {INSTALL_HINT} ({exc})") from exc
-        if batch_size < 1:
-            raise BackendError(f"batch_size must be at least 1, got {batch_size}")
-        self.model_name = model
-        self.max_batch_size = batch_size
-        self.stop_strings = tuple(s for s in stop_strings if s)
-        self._SamplingParams = SamplingParams
+        self._configure(model, batch_size, stop_strings)
         self.path = local_model(model, cache_dir)
         kwargs = {"model": self.path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
                   "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True, "seed": seed}
@@ -46,9 +41,29 @@ class VLLMBackend:
         except Exception as exc:
             raise BackendError(f"vLLM cannot load model {model!r} ({self.path}): {type(exc).__name__}: {exc}") from exc
 
+    @classmethod
+    def from_engine(cls, llm: object, model: str, batch_size: int = 256,
+                    stop_strings: tuple[str, ...] = ("</answer>",)) -> VLLMBackend:
+        """A backend over an engine that is already loaded (e.g. the vLLM engine a GRPO trainer colocates),
+        so a second copy of the weights never loads. ``llm`` needs ``chat`` and ``get_tokenizer``."""
+        backend = cls.__new__(cls)
+        backend._configure(model, batch_size, stop_strings)
+        backend.path = model
+        backend.llm = llm
+        return backend
+
+    def _configure(self, model: str, batch_size: int, stop_strings: tuple[str, ...]) -> None:
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be at least 1, got {batch_size}")
+        self.model_name = model
+        self.max_batch_size = batch_size
+        self.stop_strings = tuple(s for s in stop_strings if s)
+
     def _params(self, max_new_tokens: int):
+        from vllm import SamplingParams
+
         # Explicit greedy settings: vLLM uses these as given (no model generation_config defaults mixed in).
-        return self._SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_new_tokens,
+        return SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_new_tokens,
                                     stop=list(self.stop_strings) or None, include_stop_str_in_output=True,
                                     repetition_penalty=1.0, skip_special_tokens=True)
 
