@@ -1,5 +1,5 @@
-"""The three drivers produce the same files: `dvc repro` and the Prefect flow (run offline on a temporary
-local Prefect server), with the evaluate stage's metrics landing in MLflow."""
+"""The three drivers produce the same files: `dvc repro`, the Prefect flows (installed with the package, run
+offline on a temporary local Prefect server) and `rearank demo`, with every stage's run in MLflow."""
 
 from __future__ import annotations
 
@@ -10,20 +10,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
+import yaml
+from conftest import BIN
 
-BIN = Path(sys.executable).parent
+from rearank_core.io.trec import read_run
+
+SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 4 windows of the embedded model per driver
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, root: Path) -> Path:
-    """A fresh git+DVC project holding the pipeline files and the SciFact data."""
-    dest = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+def make_project(dest: Path, root: Path, model_cache: Path, **job: object) -> Path:
+    """A fresh git+DVC project holding the pipeline files and the data they read (no flows/: the installed
+    package provides them)."""
+    for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(root / name, dest / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["rerank"]["model_cache"] = str(model_cache)
+    params["rerank_job"].update(job)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(root / "data" / "beir" / "scifact", dest / "data" / "beir" / "scifact")
-    shutil.copytree(root / "flows", dest / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "data" / "msmarco" / "dl19").mkdir(parents=True)
+    for key in ("candidates", "qrels"):
+        shutil.copy(root / params["rerank_job"][key], dest / params["rerank_job"][key])
     (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
@@ -32,40 +42,92 @@ def project(tmp_path_factory: pytest.TempPathFactory, root: Path) -> Path:
     return dest
 
 
-def _env(project: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PREFECT_HOME": str(project / ".prefect"),
-            "PYTHONPATH": str(project), "MLFLOW_TRACKING_URI": ""}
+def project_env(project: Path) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PREFECT_HOME": str(project / ".prefect"),
+           "NO_COLOR": "1", "COLUMNS": "80"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PYTHONPATH", None)  # the flows come from the installed package
+    return env
 
 
-def _mlflow_metrics(project: Path) -> list[dict[str, float]]:
-    import mlflow
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, root: Path, model_cache: Path) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"), root, model_cache, queries=SLICE_QUERIES)
 
+
+def outputs(project: Path) -> dict[str, object]:
+    """What a driver wrote: runs byte for byte, metrics, and the traces without their timings."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    base, job = params["baseline"], params["rerank_job"]
+    traces = [json.loads(line) for line in (project / job["traces"]).read_text().splitlines()]
+    summary = json.loads((project / job["summary"]).read_text())
+    return {
+        "bm25_run": (project / base["run"]).read_bytes(),
+        "bm25_metrics": json.loads((project / base["metrics"]).read_text()),
+        "rerank_run": (project / job["run"]).read_bytes(),
+        "rerank_metrics": json.loads((project / job["metrics"]).read_text()),
+        "traces": [{k: v for k, v in t.items() if k != "latency_s"} for t in traces],
+        "summary": {k: summary[k] for k in ("queries", "windows", "status", "prompt_tokens", "completion_tokens")},
+    }
+
+
+def tracked_runs(project: Path, stage: str) -> list[mlflow.entities.Run]:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("rearank")
-    runs = client.search_runs([experiment.experiment_id], "tags.`rearank.stage` = 'evaluate-scifact'")
-    return [r.data.metrics for r in runs]
+    return client.search_runs([experiment.experiment_id], f"tags.`rearank.stage` = '{stage}'")
 
 
-def test_dvc_repro_and_prefect_flow_write_the_same_run(project: Path) -> None:
-    env = _env(project)
+def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None:
+    env = project_env(project)
     subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=project, env=env, check=True)
-    dvc_run = (project / "work" / "scifact" / "bm25.trec").read_bytes()
-    dvc_metrics = json.loads((project / "metrics" / "scifact_bm25.json").read_text())
-    assert dvc_metrics["ndcg@10"] == pytest.approx(0.679, abs=0.005)
+    by_dvc = outputs(project)
+    assert by_dvc["bm25_metrics"]["ndcg@10"] == pytest.approx(0.679, abs=0.005)
+    assert by_dvc["summary"]["queries"] == SLICE_QUERIES and by_dvc["summary"]["windows"] == 2 * SLICE_QUERIES
+    assert by_dvc["rerank_metrics"]["queries_evaluated"] == SLICE_QUERIES
+    run = read_run(project / "work" / "dl19_slice" / "rerank.trec")
+    assert len(run) == SLICE_QUERIES and all(len(ranking) == 100 for ranking in run.values())
     status = subprocess.run([str(BIN / "dvc"), "status"], cwd=project, env=env, check=True, capture_output=True, text=True)
     assert "up to date" in status.stdout
 
-    shutil.rmtree(project / "work")
-    (project / "metrics" / "scifact_bm25.json").unlink()
-    flow = subprocess.run([sys.executable, "-c", "from flows.bm25_baseline import bm25_baseline; bm25_baseline()"],
-                          cwd=project, env=env, capture_output=True, text=True)
-    assert flow.returncode == 0, flow.stderr[-3000:]
-    assert "Finished in state Completed" in flow.stdout + flow.stderr
-    assert (project / "work" / "scifact" / "bm25.trec").read_bytes() == dvc_run
-    assert json.loads((project / "metrics" / "scifact_bm25.json").read_text()) == dvc_metrics
+    shutil.rmtree(project / "work" / "scifact")
+    shutil.rmtree(project / "work" / "dl19_slice")
+    shutil.rmtree(project / "metrics")
+    for module in ("flows.bm25_baseline", "flows.rerank_slice"):
+        flow = subprocess.run([sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert flow.returncode == 0, flow.stderr[-3000:]
+        assert "Finished in state Completed" in flow.stdout + flow.stderr
+    assert outputs(project) == by_dvc
 
-    tracked = _mlflow_metrics(project)
-    assert len(tracked) == 2  # one from dvc repro's evaluate stage, one from the flow
-    for metrics in tracked:
-        assert metrics["ndcg_at_10"] == pytest.approx(dvc_metrics["ndcg@10"], abs=1e-4)
-        assert metrics["queries_evaluated"] == 300
+    for metrics in (r.data.metrics for r in tracked_runs(project, "evaluate-scifact")):
+        assert metrics["ndcg_at_10"] == pytest.approx(by_dvc["bm25_metrics"]["ndcg@10"], abs=1e-4)
+    reranks = tracked_runs(project, "rerank-dl19-slice")
+    assert len(reranks) == 2  # one from dvc repro's rerank stage, one from the flow
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    for tracked in reranks:
+        assert tracked.data.params["model"] == "embedded" and tracked.data.params["window"] == "20"
+        assert tracked.data.params["top_k"] == "30" and tracked.data.params["limit"] == str(SLICE_QUERIES)
+        assert tracked.data.metrics["windows"] == 2 * SLICE_QUERIES
+        assert tracked.data.metrics["prompt_tokens"] == by_dvc["summary"]["prompt_tokens"]
+        assert {a.path for a in client.list_artifacts(tracked.info.run_id)} >= {"traces.jsonl", "dl19_slice_rerank.json"}
+    evaluated = tracked_runs(project, "evaluate-dl19-slice")
+    assert len(evaluated) == 2
+    assert all(r.data.metrics["ndcg_at_10"] == pytest.approx(by_dvc["rerank_metrics"]["ndcg@10"], abs=1e-4)
+               for r in evaluated)
+
+
+def test_demo_runs_the_two_jobs_onto_the_pipeline_files(tmp_path: Path, root: Path, model_cache: Path) -> None:
+    """`rearank demo` on the shipped jobs (5 DL19 queries): the figures the README quotes, in an 80-column table."""
+    project = make_project(tmp_path, root, model_cache)
+    result = subprocess.run([str(BIN / "rearank"), "demo", "-q"], cwd=project, env=project_env(project),
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("│ ndcg") or line.startswith("│ mrr")}
+    assert rows["ndcg@10"][:2] == ["0.6789", "0.5720"]  # SciFact BM25 (published 0.679); DL19 slice BM25
+    written = outputs(project)
+    assert written["bm25_metrics"]["ndcg@10"] == pytest.approx(0.6789, abs=1e-4)
+    assert f"{written['rerank_metrics']['ndcg@10']:.4f}" == rows["ndcg@10"][2]
+    assert written["summary"]["windows"] == 10 and "format-valid rate" in result.stdout
+    assert "Traceback" not in result.stderr
