@@ -19,8 +19,8 @@ from rearank_core.errors import BackendError, InputError
 
 app = typer.Typer(help="Listwise reasoning rerankers: BM25, reranking, evaluation and MLOps.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # closing lines stay whole in logs and pipes
+out = Console(soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read defaults from")]
