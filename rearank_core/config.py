@@ -9,6 +9,7 @@ defaults), which the CLI, ``dvc.yaml`` (``${section.key}``) and the Prefect flow
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -28,10 +29,12 @@ TRUNCATE_UNITS = ("chars", "words", "tokens")
 
 
 def knob(default: Any = MISSING, help: str = "", *, min: float | None = None, max: float | None = None,
-         choices: tuple[str, ...] | None = None, option: str | None = None) -> Any:
-    """A config field in TRL's style (``field(metadata={"help": ...})``) with its range or choices.
-    ``option``: the command-line flag that overrides it, named in errors about an override."""
-    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices, "option": option})
+         choices: tuple[str, ...] | None = None, pattern: str | None = None, option: str | None = None) -> Any:
+    """A config field in TRL's style (``field(metadata={"help": ...})``) with its range, choices or pattern (a
+    regular expression every string, or every item of a list, must match in full). ``option``: the command-line
+    flag that overrides it, named in errors about an override."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices,
+                                            "pattern": pattern, "option": option})
 
 
 @dataclass
@@ -48,7 +51,8 @@ class BM25Config:
 class EvalConfig:
     """Run evaluation through ir-measures (section ``evaluate``)."""
 
-    metrics: tuple[str, ...] = knob(DEFAULT_METRICS, "metrics as NAME@K with NAME in ndcg, recall, mrr")
+    metrics: tuple[str, ...] = knob(DEFAULT_METRICS, "metrics as NAME@K with NAME in ndcg, recall, mrr",
+                                    pattern=r"(ndcg|recall|mrr)@[1-9][0-9]*")
     rel_level: int = knob(1, "minimum grade Recall and MRR count as relevant (TREC DL: 2)", min=1, option="--rel-level")
 
 
@@ -166,6 +170,11 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({'null' if value is None else type(value).__name__})"
 
 
+def _match(value: str, meta: dict[str, Any]) -> None:
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
+        raise ValueError(f"{value!r} does not match {meta['pattern']!r} ({meta['help']})")
+
+
 def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
     """``value`` checked against a field's type and range; returns it converted (list -> tuple, int -> float).
     Raises ValueError with what was expected."""
@@ -179,6 +188,8 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {_describe(value)}")
+        for item in value:
+            _match(item, meta)
         return tuple(value)
     if hint is bool:
         ok = isinstance(value, bool)
@@ -191,6 +202,8 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
         ok = isinstance(value, hint)
     if not ok:
         raise ValueError(f"expected {_TYPE_WORDS.get(hint, hint.__name__)}, got {_describe(value)}")
+    if isinstance(value, str):
+        _match(value, meta)
     if meta.get("choices") and value not in meta["choices"]:
         raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {value!r}")
     if meta.get("min") is not None and value < meta["min"]:

@@ -8,13 +8,14 @@ import ir_measures
 from ir_measures import MRR, Qrel, R, ScoredDoc, nDCG
 
 from rearank_core.config import DEFAULT_METRICS
+from rearank_core.errors import InputError
 from rearank_core.records import Qrels, Run
 
 
 def _measure(name: str, rel_level: int):
     kind, _, cutoff = name.partition("@")
     if not cutoff.isdigit():
-        raise ValueError(f"metric {name!r}: expected NAME@K")
+        raise InputError(f"metric {name!r}: expected NAME@K", field="metrics")
     k = int(cutoff)
     if kind == "ndcg":
         return nDCG @ k
@@ -22,7 +23,7 @@ def _measure(name: str, rel_level: int):
         return R(rel=rel_level) @ k
     if kind == "mrr":
         return MRR(rel=rel_level) @ k
-    raise ValueError(f"unknown metric {name!r}; known kinds: ndcg, recall, mrr")
+    raise InputError(f"unknown metric {name!r}; known kinds: ndcg, recall, mrr", field="metrics")
 
 
 @dataclass

@@ -50,6 +50,7 @@ def test_the_shipped_params_file_loads(root: Path) -> None:
     ("rerank:\n  backend: tensorrt\n", 2, "rerank.backend", "expected one of transformers, openai, vllm"),
     ("rerank:\n  windw: 20\n", 2, "rerank.windw", "unknown key; known: backend"),
     ("evaluate:\n  metrics: ndcg@10\n", 2, "evaluate.metrics", "expected a list of strings"),
+    ("evaluate:\n  metrics: [ndcg@10, ndcg10]\n", 2, "evaluate.metrics", "'ndcg10' does not match"),
     ("\n\nreranker:\n  window: 20\n", 3, "reranker", "unknown section"),
     ("bm25: 3\n", 1, "bm25", "expected a mapping of keys"),
     ("rerank_job:\n  name: x\n", 1, "rerank_job.candidates", "missing key(s): candidates"),

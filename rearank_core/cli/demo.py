@@ -18,4 +18,5 @@ def demo(params: ParamsOpt = Path("params.yaml"), quiet: QuietOpt = False) -> No
     columns, summary = run_demo(p, show_progress=not quiet)
     out.print(metrics_table("rearank demo (embedded default)", columns))
     out.print(f"reranker: {summary.windows} windows, format-valid rate {percent(summary.format_valid_rate)}, "
-              f"statuses {dict(summary.status)}, {summary.completion_tokens} tokens generated in {summary.wall_s:.0f} s")
+              f"{summary.completion_tokens} tokens generated in {summary.wall_s:.0f} s")
+    out.print(f"window statuses: {dict(summary.status)}")

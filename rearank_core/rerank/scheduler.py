@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rearank_core.backends.base import Backend, Completion
+from rearank_core.backends.registry import make_backend
 from rearank_core.config import RerankConfig, validated
 from rearank_core.errors import BackendError, InputError
 from rearank_core.io.traces import read_traces, write_trace
@@ -52,14 +53,11 @@ class Reranker:
 
     def __init__(self, config: RerankConfig | None = None, backend: Backend | None = None,
                  template: PromptTemplate | None = None):
-        self.config = config or RerankConfig()
-        self.config = validated(self.config, "rerank")
+        self.config = validated(config or RerankConfig(), "rerank")
         check_window(self.config.window, self.config.step)
         self.template = (template or load_template(self.config.prompt)).with_truncation(
             self.config.truncate_unit, self.config.truncate_length)
         if backend is None:
-            from rearank_core.backends.registry import make_backend
-
             backend = make_backend(self.config, stop_strings=("</answer>",) if self.template.answer_format == "think_answer" else ())
         if self.template.truncate.unit == "tokens" and not backend.has_tokenizer:
             raise InputError(f"prompt {self.template.name!r} truncates passages in tokens, but the {backend.name} "
