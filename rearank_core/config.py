@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,6 +126,88 @@ class RerankJob:
 
 
 @dataclass
+class DataSource:
+    """One training source: queries with graded qrels and their first-stage candidates."""
+
+    name: str = knob(help="source name, the first part of every window id")
+    candidates: str = knob(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")
+    qrels: str = knob(help="graded TREC or BEIR qrels")
+
+
+@dataclass
+class EvalSet:
+    """An evaluation set whose queries must never reach training data (the leakage guard)."""
+
+    name: str = knob(help="evaluation set name, named in leakage errors")
+    topics: str = knob(help="its topics: TREC 'qid<TAB>text' or BEIR queries JSONL")
+
+
+@dataclass
+class DataConfig:
+    """REARANK augmentation and the training records built from it (section ``data``)."""
+
+    sources: tuple[DataSource, ...] = knob((), "training sources (name, candidates, qrels)")
+    eval_sets: tuple[EvalSet, ...] = knob((), "evaluation sets (name, topics): a training query whose id or "
+                                              "normalised text is in one is an error")
+    per_query: int = knob(50, "K: random windows drawn per query", min=1, option="--per-query")
+    window: int = knob(20, "passages per window", min=2, option="--window")
+    top_n: int = knob(100, "draw from each query's first N candidates", min=2, option="--top-n")
+    min_ndcg: float = knob(0.1, "drop windows whose initial nDCG@10 is below this (and any without a relevant "
+                                "passage)", min=0, max=1, option="--min-ndcg")
+    seed: int = knob(0, "random seed of the draws", option="--seed")
+    truncate_unit: str | None = knob(None, "passage truncation stored in windows; null: whole passages",
+                                     choices=("chars", "words"), option="--truncate-unit")
+    truncate_length: int | None = knob(None, "passage length in that unit", min=1, option="--truncate-length")
+    prompt: str = knob("rearank", "template that renders SFT and GRPO prompts (the reranker's own)")
+    tokenizer: str = knob("embedded", "model whose tokenizer counts tokens for cards and validation")
+    max_prompt_tokens: int = knob(8192, "validation: the longest prompt allowed, in that tokenizer's tokens", min=1)
+
+
+@dataclass
+class TeacherConfig:
+    """Teacher distillation (section ``teacher``)."""
+
+    model: str = knob("gold", "'gold' (ranking from the qrels, rationale from visible facts) or the teacher "
+                              "model's served name", option="--model")
+    base_url: str | None = knob(None, "OpenAI-compatible server URL (null: OPENAI_BASE_URL or the OpenAI API)",
+                                option="--base-url")
+    prompt: str = knob("teacher", "template asking for reasoning, the relevant passages and the ranking",
+                       option="--prompt")
+    max_new_tokens: int = knob(8192, "generation limit per window", min=1, option="--max-new-tokens")
+    concurrency: int = knob(8, "requests in flight", min=1, option="--concurrency")
+    timeout_s: float = knob(600.0, "seconds per request", min=0.001, option="--timeout")
+    max_retries: int = knob(5, "retries on 429/5xx/connection errors", min=0, option="--retries")
+    reasoning_model: bool = knob(False, "a hosted reasoning model: max_completion_tokens, no temperature",
+                                 option="--reasoning-model")
+    price_prompt_per_mtok: float | None = knob(None, "price per million prompt tokens, for the card's cost", min=0)
+    price_completion_per_mtok: float | None = knob(None, "price per million completion tokens", min=0)
+
+
+@dataclass
+class FilterConfig:
+    """ReasonRank's self-consistency filter (section ``filter``)."""
+
+    alpha: float = knob(0.4, "keep a sample when nDCG@10 of its ranking against its own relevant set is at "
+                             "least this", min=0, max=1, option="--alpha")
+    min_gold_ndcg: float | None = knob(None, "also require nDCG@10 against the graded qrels of at least this",
+                                       min=0, max=1, option="--min-gold-ndcg")
+
+
+@dataclass
+class DataJob:
+    """The training-data job's files (section ``data_job``): dvc stages augment .. validate, the training-data
+    flow."""
+
+    windows: str = knob(help="augmented windows JSONL (output)")
+    teacher: str = knob(help="teacher records JSONL (output)")
+    filtered: str = knob(help="teacher records that pass the filter (output)")
+    sft: str = knob(help="SFT records JSONL (output)")
+    grpo: str = knob(help="GRPO records JSONL (output)")
+    cards: str = knob(help="folder of dataset cards, JSON and markdown (output)")
+    reports: str = knob(help="folder of validation reports (output)")
+
+
+@dataclass
 class Params:
     """All of params.yaml; ``None`` for a job section the file does not have."""
 
@@ -133,8 +215,12 @@ class Params:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
+    data_job: DataJob | None = None
     path: str = "params.yaml"
 
     def job(self, name: str) -> Any:
@@ -146,7 +232,9 @@ class Params:
 
 
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
-                             "rerank": RerankConfig, "baseline": BaselineJob, "rerank_job": RerankJob}
+                             "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
+                             "filter": FilterConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
+                             "data_job": DataJob}
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -185,6 +273,11 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
             return None
         hint = args[0]
         origin = typing.get_origin(hint)
+    if origin is tuple and is_dataclass(typing.get_args(hint)[0]):
+        item_cls = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_cls) for v in value):
+            raise ValueError(f"expected a list of {item_cls.__name__} entries, got {_describe(value)}")
+        return tuple(validated(v, item_cls.__name__) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {_describe(value)}")
@@ -213,6 +306,12 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
     return value
 
 
+def _entry_class(hint: Any) -> type | None:
+    """The dataclass of a ``tuple[Entry, ...]`` field (a list of mappings in params.yaml), else None."""
+    args = typing.get_args(hint)
+    return args[0] if typing.get_origin(hint) is tuple and args and is_dataclass(args[0]) else None
+
+
 def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
             lines: dict[str, int] | None = None) -> T:
     """Build ``cls`` from one section's mapping, every key checked; errors name the file, line and key."""
@@ -226,6 +325,10 @@ def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
         where = f"{name}.{key}"
         if key not in known:
             raise InputError(f"unknown key; known: {', '.join(known)}", path, lines.get(where), where)
+        item_cls = _entry_class(hints[key])
+        if item_cls is not None and isinstance(value, list):
+            value = [section(item, f"{where}[{i}]", item_cls, path, {f"{where}[{i}]": lines.get(where, 0)})
+                     for i, item in enumerate(value)]
         try:
             values[key] = coerce(value, hints[key], dict(known[key].metadata))
         except ValueError as exc:
