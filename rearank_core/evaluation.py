@@ -81,3 +81,21 @@ def evaluate(run: Run, qrels: Qrels, metrics: tuple[str, ...] = DEFAULT_METRICS,
         judged_queries_missing_from_run=[q for q in qrels if q not in run],
         excluded_documents_removed=removed,
     )
+
+
+def window_ndcg(labels: list[list[int]], orders: list[list[int]] | None = None, k: int = 10) -> list[float]:
+    """nDCG@k of each window's ranking against its own graded labels (linear gain, log2 discount: trec_eval's),
+    the ideal being the window's labels sorted. ``labels[i][j]`` is the grade of window i's passage j;
+    ``orders[i]`` lists window i's passages best first as 0-based positions (default: the given order).
+    A window without a relevant passage scores 0. One ir-measures call for all windows."""
+    if orders is not None and len(orders) != len(labels):
+        raise ValueError(f"{len(orders)} orders for {len(labels)} windows")
+    qrels = [Qrel(str(i), str(j), int(g)) for i, grades in enumerate(labels) for j, g in enumerate(grades)]
+    scored = []
+    for i, grades in enumerate(labels):
+        order = orders[i] if orders is not None else list(range(len(grades)))
+        scored += [ScoredDoc(str(i), str(j), float(len(order) - rank)) for rank, j in enumerate(order)]
+    values = [0.0] * len(labels)
+    for metric in ir_measures.iter_calc([nDCG @ k], qrels, scored):
+        values[int(metric.query_id)] = float(metric.value)
+    return values

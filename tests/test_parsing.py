@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rearank_core.rerank.parsing import (
+from rearank_core.prompts.parsing import (
     NO_ANSWER,
     OK,
     REPAIRED,

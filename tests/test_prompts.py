@@ -17,7 +17,7 @@ PASSAGES = ["First passage cites [2] and [10].", "Second   passage\nwith  spaces
 
 
 def test_builtins_load() -> None:
-    assert set(BUILTIN) == {"rankgpt", "rearank", "reasonrank"}
+    assert set(BUILTIN) == {"rankgpt", "rearank", "reasonrank", "teacher"}
     assert load_template("rearank").answer_format == "think_answer"
     assert load_template("rankgpt").answer_format == "plain"
 

@@ -77,3 +77,15 @@ def hf_truncate(tokenizer: object, text: str, max_tokens: int) -> str:
     """``text`` cut to its first ``max_tokens`` tokens under a Hugging Face tokenizer."""
     ids = tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])  # type: ignore[attr-defined]
+
+
+def load_hf_tokenizer(model: str, cache_dir: Path) -> object:
+    """The Hugging Face tokenizer of a model (the embedded one, a local folder or a cached hub id), without
+    loading its weights: for counting and truncating tokens where no backend runs."""
+    from transformers import AutoTokenizer
+
+    path = local_model(model, cache_dir)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # OSError (missing / not cached), ValueError (no tokenizer files)
+        raise BackendError(f"cannot load the tokenizer of {model!r} ({path}): {type(exc).__name__}: {exc}") from exc

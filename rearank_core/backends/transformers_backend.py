@@ -7,8 +7,18 @@ import os
 import time
 from pathlib import Path
 
-from rearank_core.backends.base import Completion, check_call, hf_count_tokens, hf_truncate, local_model
-from rearank_core.backends.transformers_engine import GreedyDecoder, pick_device, pick_dtype
+from rearank_core.backends.base import (
+    Completion,
+    check_call,
+    hf_count_tokens,
+    hf_truncate,
+    local_model,
+)
+from rearank_core.backends.transformers_engine import (
+    GreedyDecoder,
+    pick_device,
+    pick_dtype,
+)
 from rearank_core.errors import BackendError
 from rearank_core.records import Messages
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rearank_core.backends.base import Completion, check_call, hf_count_tokens, hf_truncate, local_model
+from rearank_core.backends.base import (
+    Completion,
+    check_call,
+    hf_count_tokens,
+    hf_truncate,
+    local_model,
+)
 from rearank_core.errors import BackendError
 from rearank_core.records import Messages
 

@@ -9,8 +9,23 @@ from typing import Annotated
 
 import typer
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, metrics_table, out, start, user_errors
-from rearank_core.config import BM25Config, EvalConfig, TrackingConfig, field_help, override
+from rearank_core.cli.common import (
+    ParamsOpt,
+    QuietOpt,
+    app,
+    err,
+    metrics_table,
+    out,
+    start,
+    user_errors,
+)
+from rearank_core.config import (
+    BM25Config,
+    EvalConfig,
+    TrackingConfig,
+    field_help,
+    override,
+)
 
 BM25 = field_help(BM25Config)
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, metrics_table, out, percent, start, user_errors
+from rearank_core.cli.common import (
+    ParamsOpt,
+    QuietOpt,
+    app,
+    metrics_table,
+    out,
+    percent,
+    start,
+    user_errors,
+)
 
 
 @app.command()

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, percent, start, user_errors
+from rearank_core.cli.common import (
+    ParamsOpt,
+    QuietOpt,
+    app,
+    err,
+    percent,
+    start,
+    user_errors,
+)
 from rearank_core.config import RerankConfig, field_help, override
 
 H = {key: f"{text} (default: params rerank.{key})" for key, text in field_help(RerankConfig).items()}

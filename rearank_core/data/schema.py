@@ -10,6 +10,8 @@ them; ``labels`` are the graded qrels of the window's passages in prompt order."
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -27,6 +29,8 @@ TEACHER_STATUSES = (TEACHER_OK, TEACHER_MALFORMED, TEACHER_NO_RELEVANT, TEACHER_
 
 @dataclass(slots=True)
 class WindowRecord:
+    """One labelled window; ``sha()`` fingerprints what a teacher sees of it."""
+
     id: str  # "<source>/<qid>/<draw>": unique and stable for a seed
     source: str
     qid: str
@@ -39,11 +43,16 @@ class WindowRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def sha(self) -> str:
+        payload = json.dumps([self.query, self.docids, self.passages], ensure_ascii=False).encode("utf-8")
+        return hashlib.sha1(payload).hexdigest()
+
 
 @dataclass(slots=True)
 class TeacherRecord:
     id: str  # the window's id
     qid: str
+    window_sha: str  # fingerprint of the window's query and passages: a resumed run reuses a record only if equal
     teacher: str  # "gold" or the teacher model's name
     status: str  # one of TEACHER_STATUSES
     reasoning: str

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.errors import InputError
-from rearank_core.io.files import decoding_errors, iter_jsonl, open_text, require_str, write_jsonl
+from rearank_core.io.files import (
+    decoding_errors,
+    iter_jsonl,
+    open_text,
+    require_str,
+    write_jsonl,
+)
 from rearank_core.records import Candidate, Query, Request
 
 

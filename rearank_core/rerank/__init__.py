@@ -1,4 +1,4 @@
-"""Listwise reranking: sliding windows (``window``), answer parsing and repair (``parsing``), the cross-query
+"""Listwise reranking: sliding windows (``window``), the cross-query
 scheduler behind ``Reranker`` (``scheduler``) and the run's figures (``summary``)."""
 
 from rearank_core.rerank.scheduler import Reranker

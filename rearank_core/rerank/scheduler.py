@@ -20,8 +20,8 @@ from rearank_core.errors import BackendError, InputError
 from rearank_core.io.traces import read_traces, write_trace
 from rearank_core.progress import progress_bar
 from rearank_core.prompts import PromptTemplate, load_template, render
+from rearank_core.prompts.parsing import OK, REPAIRED, parse_window
 from rearank_core.records import Messages, Request, Result, WindowTrace
-from rearank_core.rerank.parsing import OK, REPAIRED, parse_window
 from rearank_core.rerank.summary import RerankSummary
 from rearank_core.rerank.window import check_window, window_spans
 

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from rearank_core.rerank.parsing import OK, REPAIRED
+from rearank_core.prompts.parsing import OK, REPAIRED
 
 
 @dataclass

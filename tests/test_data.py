@@ -1,0 +1,293 @@
+"""Training data: augmentation (determinism, thresholds), the leakage guard, the gold teacher, a model teacher
+against a real 127.0.0.1 server (malformed answers, a server that dies, kill -9 of the CLI, resume), the
+self-consistency filter and the SFT/GRPO records."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import DATA, DL19
+
+from rearank_core.config import DataConfig, DataSource, EvalSet, FilterConfig, TeacherConfig
+from rearank_core.data.augment import AugmentStats, augment
+from rearank_core.data.build import build_records
+from rearank_core.data.filter import filter_records
+from rearank_core.data.leakage import check_leakage, load_eval_queries, normalise_query
+from rearank_core.data.schema import TeacherRecord, WindowRecord, read_records
+from rearank_core.data.teacher import distill, gold_answer, journal_path
+from rearank_core.errors import InputError
+from rearank_core.evaluation import window_ndcg
+from rearank_core.io.auto import read_any_qrels
+from rearank_core.io.requests import read_candidates
+from rearank_core.prompts import clean_passage, load_template, render
+
+DL21 = DATA / "msmarco" / "dl21"
+DL21_SOURCE = DataSource("dl21", str(DL21 / "rank_llm_BM25_retrieve_results_dl21.json"),
+                         str(DL21 / "qrels.dl21-passage.txt"))
+EVAL_SETS = (EvalSet("dl19", str(DL19 / "topics.dl19-passage.txt")),
+             EvalSet("dl20", str(DATA / "msmarco" / "dl20" / "topics.dl20.txt")),
+             EvalSet("scifact-test", str(DATA / "beir" / "scifact" / "queries.test.jsonl")))
+
+
+@pytest.fixture(scope="module")
+def dl21() -> tuple[list, dict]:
+    return read_candidates(DL21_SOURCE.candidates), read_any_qrels(DL21_SOURCE.qrels)
+
+
+def windows_of(dl21: tuple[list, dict], **knobs: object) -> tuple[list[WindowRecord], AugmentStats]:
+    stats = AugmentStats()
+    return augment(dl21[0], dl21[1], "dl21", replace(DataConfig(per_query=4), **knobs), stats), stats
+
+
+def test_same_seed_same_windows_other_seed_other_windows(dl21: tuple[list, dict]) -> None:
+    first, _ = windows_of(dl21, seed=7)
+    again, _ = windows_of(dl21, seed=7)
+    other, _ = windows_of(dl21, seed=8)
+    assert [w.to_dict() for w in first] == [w.to_dict() for w in again]
+    assert [w.docids for w in first] != [w.docids for w in other]
+    # A query's windows do not depend on the other queries: drop the first query, the rest stay the same.
+    later = augment(dl21[0][1:], dl21[1], "dl21", DataConfig(per_query=4, seed=7))
+    assert [w.to_dict() for w in later] == [w.to_dict() for w in first if w.qid != dl21[0][0].query.qid]
+
+
+def test_windows_carry_labels_passages_and_initial_ndcg(dl21: tuple[list, dict]) -> None:
+    windows, stats = windows_of(dl21, min_ndcg=0.0)
+    requests, qrels = dl21
+    by_qid = {r.query.qid: r for r in requests}
+    assert stats.queries == 53 and stats.drawn == 53 * 4 and stats.kept == len(windows)
+    assert len({w.id for w in windows}) == len(windows)
+    for w in windows:
+        pool = {c.docid: c for c in by_qid[w.qid].candidates[:100]}
+        assert len(w.docids) == len(set(w.docids)) == 20 and set(w.docids) <= set(pool)
+        assert w.labels == [qrels[w.qid].get(d, 0) for d in w.docids] and any(w.labels)
+        assert w.passages == [clean_passage(pool[d].contents) for d in w.docids]
+    assert [w.initial_ndcg10 for w in windows] == pytest.approx(window_ndcg([w.labels for w in windows]), abs=1e-6)
+    assert sum(w.docids != [c.docid for c in by_qid[w.qid].candidates if c.docid in w.docids] for w in windows) > 0
+
+
+def test_thresholds_drop_windows(dl21: tuple[list, dict]) -> None:
+    everything, loose = windows_of(dl21, min_ndcg=0.0)
+    strict, tight = windows_of(dl21, min_ndcg=0.5)
+    assert loose.dropped_no_relevant == tight.dropped_no_relevant > 0  # the same draws, seed 0
+    assert tight.dropped_low_ndcg > 0 and all(w.initial_ndcg10 >= 0.5 for w in strict)
+    assert tight.kept + tight.dropped_low_ndcg + tight.dropped_no_relevant == tight.drawn
+    assert {w.id for w in strict} == {w.id for w in everything if w.initial_ndcg10 >= 0.5}
+    small, _ = windows_of(dl21, window=5, top_n=10, per_query=2)
+    assert all(len(w.docids) == 5 for w in small)
+
+
+def test_leakage_guard_by_id_and_by_normalised_text(dl21: tuple[list, dict], tmp_path: Path) -> None:
+    evals = load_eval_queries(EVAL_SETS)
+    check_leakage(dl21[0], DL21_SOURCE.candidates, evals, EVAL_SETS)  # DL21 shares nothing with them
+    dl19_qid, dl19_text = (DL19 / "topics.dl19-passage.txt").read_text().splitlines()[0].split("\t")
+    by_id = replace(dl21[0][0], query=replace(dl21[0][0].query, qid=dl19_qid))
+    with pytest.raises(InputError) as caught:
+        check_leakage([by_id], "train.jsonl", evals, EVAL_SETS)
+    assert str(caught.value).startswith("train.jsonl: field 'query': query " + dl19_qid)
+    assert "evaluation set dl19" in str(caught.value)
+    by_text = replace(dl21[0][0], query=replace(dl21[0][0].query, text=f"  {dl19_text.upper()} ?"))
+    with pytest.raises(InputError, match="evaluation set dl19"):
+        check_leakage([by_text], "train.jsonl", evals, EVAL_SETS)
+    assert normalise_query("What IS  a flea's life-cycle?") == "what is a flea s life cycle"
+
+
+def test_gold_teacher_ranks_by_qrels_and_says_so() -> None:
+    window = WindowRecord("s/q/000", "s", "q", "how long do fleas live", ["a", "b", "c", "d"],
+                          ["Cats sleep.", "Fleas live a year.", "Dogs", "How fleas live"], [0, 2, 0, 2], 0.5)
+    record = gold_answer(window)
+    assert record.final == [2, 4, 1, 3] and record.relevant == [2, 4] and record.teacher == "gold"
+    assert "[2] contains long? " not in record.reasoning
+    assert "[2] contains fleas, live." in record.reasoning and "[1] contains no query term." in record.reasoning
+    assert "teacher: gold; not model reasoning" in record.reasoning
+
+
+class TeacherServer(ThreadingHTTPServer):
+    """A Chat Completions server on 127.0.0.1 for teacher prompts; ``answer(n, index)`` gives the reply text for
+    a window of n passages (None: HTTP 503), ``delay_s`` slows every reply."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: Callable[[int, int], str | None], delay_s: float = 0.0):
+        super().__init__(("127.0.0.1", 0), _TeacherHandler)
+        self.answer, self.delay_s, self.lock, self.seen = answer, delay_s, threading.Lock(), Counter()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/v1"
+
+
+class _TeacherHandler(BaseHTTPRequestHandler):
+    server: TeacherServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        n = int(re.search(r"Finally rank all (\d+) passages", prompt).group(1))
+        first = re.search(r"^\[1\] (.*)$", prompt, re.M).group(1)
+        with self.server.lock:
+            index = sum(self.server.seen.values())
+            self.server.seen[first] += 1
+        time.sleep(self.server.delay_s)
+        text = self.server.answer(n, index)
+        if text is None:
+            self.send_response(503)
+            self.end_headers()
+            return
+        data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def good(n: int, index: int) -> str:
+    return (f"<think>passage 2 answers it</think><relevant>[2], [1]</relevant><answer>"
+            f"{' > '.join(f'[{i}]' for i in [2, 1, *range(3, n + 1)])}</answer>")
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., TeacherServer]]:
+    servers: list[TeacherServer] = []
+
+    def start(answer: Callable[[int, int], str | None], delay_s: float = 0.0) -> TeacherServer:
+        server = TeacherServer(answer, delay_s)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def small_windows(n: int = 12) -> list[WindowRecord]:
+    return [WindowRecord(f"s/q{i}/000", "s", f"q{i}", f"query {i}", [f"d{i}-{j}" for j in range(5)],
+                         [f"w{i} passage {j}" for j in range(5)], [0, 1, 0, 2, 0], 0.4) for i in range(n)]
+
+
+def teacher_cfg(server: TeacherServer, **knobs: object) -> TeacherConfig:
+    return TeacherConfig(model="r1", base_url=server.url, concurrency=3, max_retries=0, timeout_s=10, **knobs)
+
+
+def test_model_teacher_records_answers_and_the_reasons_for_none(serve, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+
+    def mixed(n: int, index: int) -> str:
+        return [good(n, index), "<think>hm</think><answer>[1] > [1]</answer>", "<think>x</think><answer>"
+                + " > ".join(f"[{i}]" for i in range(1, n + 1)) + "</answer>"][index % 3]
+
+    server = serve(mixed)
+    out = tmp_path / "teacher.jsonl"
+    stats = distill(small_windows(), out, teacher_cfg(server, price_prompt_per_mtok=1.0, price_completion_per_mtok=2.0))
+    records = read_records(out, TeacherRecord)
+    assert [r.id for r in records] == [w.id for w in small_windows()]  # window order, one each
+    assert Counter(r.status for r in records) == {"ok": 4, "malformed": 4, "no_relevant": 4} == stats.status
+    ok = next(r for r in records if r.status == "ok")
+    assert ok.final == [2, 1, 3, 4, 5] and ok.relevant == [2, 1] and ok.reasoning == "passage 2 answers it"
+    assert all(r.error for r in records if r.status != "ok")
+    assert stats.prompt_tokens == 12_000 and stats.cost == pytest.approx((12_000 * 1.0 + 1_200 * 2.0) / 1e6)
+    assert not journal_path(out).exists()
+
+
+def test_a_server_that_dies_half_way_loses_nothing_and_the_rerun_resumes(serve, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    dying = serve(lambda n, index: good(n, index) if index < 6 else None)
+    out = tmp_path / "teacher.jsonl"
+    first = distill(small_windows(), out, teacher_cfg(dying))
+    assert first.status == {"ok": 6, "failed": 6}
+    failed = [r for r in read_records(out, TeacherRecord) if r.status == "failed"]
+    assert all("503" in r.error for r in failed)
+    done_before = {r.id for r in read_records(out, TeacherRecord) if r.status == "ok"}
+
+    alive = serve(good)
+    second = distill(small_windows(), out, teacher_cfg(alive))
+    assert second.resumed == 6 and second.status == {"ok": 12}
+    assert sum(alive.seen.values()) == 6  # only the failed windows were sent again
+    records = read_records(out, TeacherRecord)
+    assert len(records) == len({r.id for r in records}) == 12 and done_before < {r.id for r in records}
+
+
+def test_kill_9_of_the_teacher_command_keeps_every_finished_record_once(serve, tmp_path: Path) -> None:
+    slow = serve(good, delay_s=0.3)
+    windows = tmp_path / "windows.jsonl"
+    windows.write_text("".join(json.dumps(w.to_dict()) + "\n" for w in small_windows(30)))
+    out = tmp_path / "teacher.jsonl"
+    cmd = [sys.executable, "-m", "rearank_core.cli", "data", "teacher", "--windows", str(windows), "--out", str(out),
+           "--model", "r1", "--base-url", slow.url, "--concurrency", "2", "--cards", str(tmp_path / "cards"),
+           "--params", str(tmp_path / "none.yaml"), "-q"]
+    env = {**os.environ, "OPENAI_API_KEY": "test-key", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = journal_path(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or journal.read_text().count("\n") < 8):
+        assert proc.poll() is None, proc.stderr.read().decode()  # still running, not failed early
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    text = journal.read_text()
+    before = {json.loads(line)["id"]: line for line in text[:text.rfind("\n") + 1].splitlines()}
+    assert 8 <= len(before) < 30
+
+    rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({len(before)} resumed)" in rerun.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [w.id for w in small_windows(30)]
+    assert all(json.dumps(r) in {json.dumps(json.loads(line)) for line in before.values()}
+               for r in records if r["id"] in before)  # finished records kept as they were
+    assert not journal.exists()
+
+
+def test_filter_keeps_self_consistent_samples() -> None:
+    base = gold_answer(small_windows(1)[0])
+    inverted = replace(base, id="b", final=list(reversed(base.final)))  # relevant passages ranked last
+    broken = replace(base, id="c", status="malformed", final=[], relevant=[], error="x")
+    kept, stats = filter_records([base, inverted, broken], FilterConfig(alpha=0.6))  # inverted: nDCG 0.50
+    assert [r.id for r in kept] == [base.id] and stats.dropped_self == 1 and stats.dropped_status == {"malformed": 1}
+    kept, _ = filter_records([base, inverted], FilterConfig(alpha=0.0))
+    assert len(kept) == 2
+    window = small_windows(1)[0]
+    graded = replace(base, id=window.id, final=[2, 4, 1, 3, 5], relevant=[2, 4])  # grade-1 before grade-2
+    kept, stats = filter_records([graded], FilterConfig(alpha=0.4, min_gold_ndcg=0.99), {window.id: window})
+    assert kept == [] and stats.dropped_gold == 1
+    with pytest.raises(InputError, match="windows file"):
+        filter_records([graded], FilterConfig(min_gold_ndcg=0.5))
+
+
+def test_records_use_the_rerankers_prompt_and_reward_columns(dl21: tuple[list, dict]) -> None:
+    windows, _ = windows_of(dl21, per_query=1)
+    answers = {w.id: gold_answer(w) for w in windows[:5]}
+    sft, grpo = build_records(windows, answers, load_template("rearank"))
+    assert [r.id for r in sft] == [w.id for w in windows[:5]] and len(grpo) == len(windows)
+    for record, window in zip(sft, windows, strict=False):
+        assert record.messages[:-1] == render(load_template("rearank"), window.query, window.passages)
+        content = record.messages[-1]["content"]
+        assert re.fullmatch(r"<think>.+</think>\n<answer>(\[\d+\])( > \[\d+\])*</answer>", content, re.S)
+    for record, window in zip(grpo, windows, strict=True):
+        assert record.labels == window.labels
+        assert record.relevant == [i + 1 for i, g in enumerate(window.labels) if g > 0]
+        assert sorted(record.gold) == list(range(1, 21)) and window.labels[record.gold[0] - 1] == max(window.labels)
