@@ -291,3 +291,67 @@ def test_records_use_the_rerankers_prompt_and_reward_columns(dl21: tuple[list, d
         assert record.labels == window.labels
         assert record.relevant == [i + 1 for i, g in enumerate(window.labels) if g > 0]
         assert sorted(record.gold) == list(range(1, 21)) and window.labels[record.gold[0] - 1] == max(window.labels)
+
+
+def rearank(*args: str | Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in the repository (params.yaml's relative paths hold there), tracking into ``tmp_path``."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return subprocess.run([sys.executable, "-m", "rearank_core.cli", *map(str, args)], cwd=DATA.parent, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_augment_is_byte_identical_per_seed(tmp_path: Path, root: Path) -> None:
+    common = ("data", "augment", "--candidates", DL21_SOURCE.candidates, "--qrels", DL21_SOURCE.qrels,
+              "--per-query", "3", "--cards", tmp_path / "cards", "--params", root / "params.yaml", "-q")
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        result = rearank(*common, "--out", tmp_path / f"{name}.jsonl", "--seed", seed, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
+    card = json.loads((tmp_path / "cards" / "windows.json").read_text())
+    assert card["seed"] == 2 and card["windows_drawn"] == 53 * 3
+    assert (tmp_path / "cards" / "windows.md").read_text().startswith("# Dataset card: windows")
+
+
+def test_cli_leakage_is_exit_2_naming_file_query_and_set(tmp_path: Path, root: Path) -> None:
+    dl19 = json.loads((DL19 / "rank_llm_BM25_retrieve_results_dl19.json").read_text())[:1]
+    leaked = tmp_path / "leaked.json"
+    leaked.write_text(json.dumps(dl19))
+    result = rearank("data", "augment", "--candidates", leaked, "--qrels", DL19 / "qrels.dl19-passage.txt",
+                     "--out", tmp_path / "w.jsonl", "--cards", tmp_path, "--params", root / "params.yaml", tmp_path=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{leaked}: field 'query': query {dl19[0]['hits'][0]['qid']}" in result.stderr
+    assert "evaluation set dl19" in result.stderr and not (tmp_path / "w.jsonl").exists()
+
+
+def test_cli_validate_fails_naming_the_planted_rows(tmp_path: Path, root: Path) -> None:
+    windows = [w.to_dict() for w in small_windows(4)]
+    windows[2]["labels"] = [0, 0, 0, 0, 0]  # no relevant passage
+    windows[3]["labels"] = [0, 7, 0, 2, 0]  # a grade out of range
+    path = tmp_path / "windows.jsonl"
+    path.write_text("".join(json.dumps(w) + "\n" for w in windows))
+    result = rearank("data", "validate", path, "--kind", "windows", "--report", tmp_path / "report",
+                     "--params", root / "params.yaml", "-q", tmp_path=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "FAILED" in result.stdout and "a label > 0: line 3 (id s/q2/000)" in result.stdout
+    assert "labels in 0..3: line 4 (id s/q3/000)" in result.stdout
+    assert (tmp_path / "report" / "data_docs" / "index.html").is_file()
+    windows[2]["labels"] = windows[3]["labels"] = [0, 1, 0, 2, 0]
+    path.write_text("".join(json.dumps(w) + "\n" for w in windows))
+    assert rearank("data", "validate", path, "--kind", "windows", "--params", root / "params.yaml", "-q",
+                   tmp_path=tmp_path).returncode == 0
+
+
+def test_a_resumed_run_reuses_records_only_for_the_same_window_and_teacher(serve, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    server = serve(good)
+    out = tmp_path / "teacher.jsonl"
+    distill(small_windows(4), out, teacher_cfg(server))
+    changed = small_windows(4)
+    changed[1] = replace(changed[1], passages=list(reversed(changed[1].passages)))  # same id, other content
+    again = distill(changed, out, teacher_cfg(server))
+    assert again.resumed == 3 and sum(server.seen.values()) == 5
+    other = distill(changed, out, replace(teacher_cfg(server), model="another-teacher"))
+    assert other.resumed == 0 and sum(server.seen.values()) == 9

@@ -20,20 +20,20 @@ from rearank_core.io.trec import read_run
 SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 4 windows of the embedded model per driver
 
 
-def make_project(dest: Path, root: Path, model_cache: Path, **job: object) -> Path:
+def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, object] | None = None,
+                 **job: object) -> Path:
     """A fresh git+DVC project holding the pipeline files and the data they read (no flows/: the installed
-    package provides them)."""
+    package provides them). ``data`` and ``job`` override params.yaml's data and rerank_job knobs."""
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(root / name, dest / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["rerank"]["model_cache"] = str(model_cache)
     params["rerank_job"].update(job)
+    params["data"].update(data or {})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(root / "data" / "beir" / "scifact", dest / "data" / "beir" / "scifact")
-    (dest / "data" / "msmarco" / "dl19").mkdir(parents=True)
-    for key in ("candidates", "qrels"):
-        shutil.copy(root / params["rerank_job"][key], dest / params["rerank_job"][key])
+    shutil.copytree(root / "data" / "msmarco", dest / "data" / "msmarco")
     (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
@@ -131,3 +131,37 @@ def test_demo_runs_the_two_jobs_onto_the_pipeline_files(tmp_path: Path, root: Pa
     assert f"{written['rerank_metrics']['ndcg@10']:.4f}" == rows["ndcg@10"][2]
     assert written["summary"]["windows"] == 10 and "format-valid rate" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_training_data_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache: Path) -> None:
+    """The data stages (augment -> teacher -> filter -> build -> validate, gold teacher) by `dvc repro validate`
+    and by the training-data flow: the same files, the cards' figures in MLflow."""
+    project = make_project(tmp_path, root, model_cache, data={"per_query": 2})
+    env = project_env(project)
+    subprocess.run([str(BIN / "dvc"), "repro", "-q", "validate"], cwd=project, env=env, check=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    job = params["data_job"]
+    files = ("windows", "teacher", "filtered", "sft", "grpo")
+    by_dvc = {name: (project / job[name]).read_bytes() for name in files}
+    cards = {name: json.loads((project / job["cards"] / f"{name}.json").read_text())
+             for name in ("windows", "teacher", "filtered", "sft", "grpo")}
+    assert cards["windows"]["windows_drawn"] == 53 * 2 and cards["windows"]["windows_kept"] > 80
+    assert cards["teacher"]["status"] == {"ok": cards["windows"]["windows_kept"]}
+    assert cards["sft"]["records"] == cards["grpo"]["records"] == cards["filtered"]["kept"]
+    assert cards["sft"]["prompt_tokens"]["max"] < params["data"]["max_prompt_tokens"]
+    for kind in ("windows", "teacher", "sft", "grpo"):
+        assert json.loads((project / job["reports"] / kind / "report.json").read_text())["success"]
+
+    shutil.rmtree(project / "work" / "data")
+    flow = subprocess.run([sys.executable, "-m", "flows.training_data"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    assert "Finished in state Completed" in flow.stdout + flow.stderr
+    assert {name: (project / job[name]).read_bytes() for name in files} == by_dvc
+
+    augments = tracked_runs(project, "data-augment")
+    assert len(augments) == 2
+    assert all(r.data.metrics["windows_kept"] == cards["windows"]["windows_kept"] for r in augments)
+    validated = tracked_runs(project, "data-validate-grpo")
+    assert len(validated) == 2 and all(r.data.metrics["success"] == 1.0 for r in validated)
+    assert tracked_runs(project, "data-build-sft")[0].data.metrics["prompt_tokens.p95"] > 0

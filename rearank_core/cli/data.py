@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, out, start, user_errors
+from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
 from rearank_core.config import DataConfig, DataSource, FilterConfig, Params, TeacherConfig, field_help, override
 from rearank_core.errors import InputError
 
@@ -168,6 +168,6 @@ def validate(
     from rearank_core.stages.data import validate_stage
 
     result = validate_stage(path, kind, p.data, p.tracking, p.rerank.model_cache, report_dir=report)
-    out.print(result.summary(), highlight=False)
+    typer.echo(result.summary())
     if not result.success:
         raise typer.Exit(3)

@@ -1,3 +1,4 @@
-"""Training data (to come): REARANK augmentation of labelled windows, teacher distillation through a backend,
-the self-consistency filter, SFT/GRPO record builders and the great-expectations gate. Sits beside ``rerank``:
-it may use backends, prompts, io and evaluation, and is driven by stage functions in ``stages``."""
+"""Training data: record kinds (``schema``), REARANK augmentation (``augment``), the leakage guard (``leakage``),
+teacher distillation (``teacher``), the self-consistency filter (``filter``), SFT/GRPO records (``build``), dataset
+cards (``card``) and the great-expectations gate (``validation``). Sits beside ``rerank``; driven by the stage
+functions in ``stages.data``."""

@@ -371,7 +371,7 @@ def validate_file(path: str | Path, kind: str, *, max_prompt_tokens: int | None 
     derive = _Derive(eval_qids or {}, {normalise_query(t): s for t, s in (eval_texts or {}).items()}, count_tokens)
     frame = _frame(records, lines, lambda r: _DERIVE[kind](r, derive))
     expectations = _expectations(kind, max_prompt_tokens)
-    out = Path(report_dir) if report_dir is not None else None
+    out = Path(report_dir).resolve() if report_dir is not None else None  # GX needs an absolute site folder
     if out is None:
         result = _run(frame, kind, Path(path).name, expectations, None)
     else:
