@@ -194,6 +194,22 @@ class FilterConfig:
 
 
 @dataclass
+class RewardConfig:
+    """Reward weights and parameters (section ``rewards``), passed to the TRL reward functions."""
+
+    rank_weight: float = knob(0.8, "REARANK: weight of the normalised nDCG@10 gain")
+    strict_weight: float = knob(0.1, "REARANK: weight of the strict <think>…</think><answer>…</answer> format")
+    answer_weight: float = knob(0.1, "REARANK: weight of an answer that is a ranking [i] > [j] > …")
+    gain_clip: float = knob(1.0, "REARANK: the normalised gain is clipped to [-gain_clip, gain_clip] (a near-ideal "
+                                 "window's tiny denominator would otherwise explode it)", min=0)
+    ndcg_weight: float = knob(1.0, "ReasonRank: weight of nDCG@10 against the relevant set")
+    recall_weight: float = knob(0.2, "ReasonRank: weight of Recall@10 against the relevant set")
+    rbo_weight: float = knob(0.1, "ReasonRank: weight of RBO against the gold ranking")
+    rbo_p: float = knob(1.0, "ReasonRank: RBO persistence; 1.0 = average overlap, every depth weighted alike (the "
+                             "rbo package's default, which ReasonRank uses)", min=0.001, max=1)
+
+
+@dataclass
 class DataJob:
     """The training-data job's files (section ``data_job``): dvc stages augment .. validate, the training-data
     flow."""
@@ -218,6 +234,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
     data_job: DataJob | None = None
@@ -233,7 +250,7 @@ class Params:
 
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
-                             "filter": FilterConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
+                             "filter": FilterConfig, "rewards": RewardConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
                              "data_job": DataJob}
 
 
