@@ -7,7 +7,13 @@ from dataclasses import replace
 
 from prefect import flow, task
 
-from rearank_core.config import EvalConfig, RerankConfig, RerankJob, TrackingConfig, load_params
+from rearank_core.config import (
+    EvalConfig,
+    RerankConfig,
+    RerankJob,
+    TrackingConfig,
+    load_params,
+)
 from rearank_core.stages import evaluate_stage, rerank_stage
 
 

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from rearank_core.config import DataConfig, DataJob, FilterConfig, Params, TeacherConfig, TrackingConfig, load_params
+from rearank_core.config import (
+    DataConfig,
+    DataJob,
+    FilterConfig,
+    Params,
+    TeacherConfig,
+    TrackingConfig,
+    load_params,
+)
 from rearank_core.errors import InputError
-from rearank_core.stages.data import augment_stage, build_stage, filter_stage, teacher_stage, validate_stage
+from rearank_core.stages.data import (
+    augment_stage,
+    build_stage,
+    filter_stage,
+    teacher_stage,
+    validate_stage,
+)
 
 
 @task(name="augment")

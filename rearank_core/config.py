@@ -210,6 +210,43 @@ class RewardConfig:
 
 
 @dataclass
+class SFTTrainConfig:
+    """Cold-start SFT with TRL's SFTTrainer (section ``sft``): full fine-tune, or LoRA through peft."""
+
+    model: str = knob("embedded", "base model: 'embedded', a local folder or a HF hub id", option="--model")
+    limit: int | None = knob(None, "train on the first N records only; null: all", min=1, option="--limit")
+    epochs: float = knob(1.0, "passes over the records", min=0.01, option="--epochs")
+    max_steps: int = knob(-1, "stop after this many optimiser steps (-1: the epochs decide)", min=-1,
+                          option="--max-steps")
+    learning_rate: float = knob(5e-6, "peak learning rate (ReasonRank-7B: 5e-6)", min=0, option="--learning-rate")
+    batch_size: int = knob(1, "records per device step", min=1)
+    grad_accum: int = knob(8, "steps accumulated per optimiser step (ReasonRank: 1 x 8)", min=1)
+    warmup_ratio: float = knob(0.1, "share of steps warming the learning rate up", min=0, max=0.999)
+    scheduler: str = knob("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant",
+                                                                        "constant_with_warmup"))
+    max_length: int = knob(4096, "longest record in tokens; a longer one is an error naming it, never dropped",
+                           min=16)
+    lora: bool = knob(False, "train a LoRA adapter instead of every weight", option="--lora/--full")
+    lora_r: int = knob(16, "LoRA rank", min=1)
+    lora_alpha: int = knob(32, "LoRA alpha", min=1)
+    lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
+    dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
+                      choices=("auto", "float32", "bfloat16"))
+    logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
+    save_steps: int = knob(10, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
+    save_total_limit: int = knob(2, "checkpoints kept", min=1)
+    seed: int = knob(0, "training seed")
+
+
+@dataclass
+class TrainJob:
+    """The training job's outputs (section ``train_job``); its inputs are ``data_job``'s SFT and GRPO records."""
+
+    sft_dir: str = knob(help="SFT checkpoints and the final model (output; loads with rearank rerank --model)")
+    sft_metrics: str = knob(help="SFT figures JSON (output, a DVC metrics file)")
+
+
+@dataclass
 class DataJob:
     """The training-data job's files (section ``data_job``): dvc stages augment .. validate, the training-data
     flow."""
@@ -235,9 +272,11 @@ class Params:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
     data_job: DataJob | None = None
+    train_job: TrainJob | None = None
     path: str = "params.yaml"
 
     def job(self, name: str) -> Any:
@@ -251,7 +290,7 @@ class Params:
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
-                             "data_job": DataJob}
+                             "sft": SFTTrainConfig, "data_job": DataJob, "train_job": TrainJob}
 
 
 def _key_lines(text: str) -> dict[str, int]:

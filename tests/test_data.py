@@ -21,17 +21,23 @@ from pathlib import Path
 import pytest
 from conftest import DATA, DL19
 
-from rearank_core.config import DataConfig, DataSource, EvalSet, FilterConfig, TeacherConfig
+from rearank_core.config import (
+    DataConfig,
+    DataSource,
+    EvalSet,
+    FilterConfig,
+    TeacherConfig,
+)
 from rearank_core.data.augment import AugmentStats, augment
 from rearank_core.data.build import build_records
 from rearank_core.data.filter import filter_records
 from rearank_core.data.leakage import check_leakage, load_eval_queries, normalise_query
-from rearank_core.data.schema import TeacherRecord, WindowRecord, read_records
 from rearank_core.data.teacher import distill, gold_answer, journal_path
 from rearank_core.errors import InputError
 from rearank_core.evaluation import window_ndcg
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.requests import read_candidates
+from rearank_core.io.training_data import TeacherRecord, WindowRecord, read_records
 from rearank_core.prompts import clean_passage, load_template, render
 
 DL21 = DATA / "msmarco" / "dl21"

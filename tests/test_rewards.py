@@ -7,7 +7,12 @@ import math
 
 import pytest
 
-from rearank_core.training.rewards import multiview_reward, rbo, rearank_components, rearank_reward
+from rearank_core.training.rewards import (
+    multiview_reward,
+    rbo,
+    rearank_components,
+    rearank_reward,
+)
 
 LABELS = [0, 1, 3, 0]
 IDCG = 3 + 1 / math.log2(3)

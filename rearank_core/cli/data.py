@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
-from rearank_core.config import DataConfig, DataSource, FilterConfig, Params, TeacherConfig, field_help, override
+from rearank_core.config import (
+    DataConfig,
+    DataSource,
+    FilterConfig,
+    Params,
+    TeacherConfig,
+    field_help,
+    override,
+)
 from rearank_core.errors import InputError
 
 data_app = typer.Typer(help="Training data: augmentation, teacher distillation, filter, records, validation.",

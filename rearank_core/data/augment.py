@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from rearank_core.config import DataConfig
-from rearank_core.data.schema import WindowRecord
 from rearank_core.evaluation import window_ndcg
+from rearank_core.io.training_data import WindowRecord
 from rearank_core.prompts import clean_passage
 from rearank_core.records import Qrels, Request
 

@@ -3,7 +3,12 @@ rendered with the same prompt templates the reranker uses, so training and infer
 
 from __future__ import annotations
 
-from rearank_core.data.schema import GRPORecord, SFTRecord, TeacherRecord, WindowRecord
+from rearank_core.io.training_data import (
+    GRPORecord,
+    SFTRecord,
+    TeacherRecord,
+    WindowRecord,
+)
 from rearank_core.prompts import PromptTemplate, Tokenizer, render
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from rearank_core.config import FilterConfig
-from rearank_core.data.schema import TEACHER_OK, TeacherRecord, WindowRecord
 from rearank_core.errors import InputError
 from rearank_core.evaluation import window_ndcg
+from rearank_core.io.training_data import TEACHER_OK, TeacherRecord, WindowRecord
 
 
 @dataclass

@@ -27,7 +27,9 @@ from typing import IO
 
 from rearank_core.backends.base import Backend, Completion
 from rearank_core.config import TeacherConfig
-from rearank_core.data.schema import (
+from rearank_core.errors import BackendError, InputError
+from rearank_core.io.files import write_jsonl
+from rearank_core.io.training_data import (
     TEACHER_FAILED,
     TEACHER_MALFORMED,
     TEACHER_NO_RELEVANT,
@@ -36,8 +38,6 @@ from rearank_core.data.schema import (
     WindowRecord,
     read_records,
 )
-from rearank_core.errors import BackendError, InputError
-from rearank_core.io.files import write_jsonl
 from rearank_core.progress import progress_bar
 from rearank_core.prompts import PromptTemplate, Tokenizer, load_template, render
 from rearank_core.prompts.parsing import OK, parse_window

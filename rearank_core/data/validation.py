@@ -25,7 +25,9 @@ from typing import Any
 import pandas as pd
 
 from rearank_core.data.leakage import normalise_query
-from rearank_core.data.schema import (
+from rearank_core.errors import InputError
+from rearank_core.io.files import atomic_write, iter_lines
+from rearank_core.io.training_data import (
     KINDS,
     RECORD_TYPES,
     TEACHER_OK,
@@ -36,8 +38,6 @@ from rearank_core.data.schema import (
     WindowRecord,
     read_records,
 )
-from rearank_core.errors import InputError
-from rearank_core.io.files import atomic_write, iter_lines
 from rearank_core.records import Messages
 
 __all__ = ["Failure", "ValidationReport", "normalise_query", "validate_file"]

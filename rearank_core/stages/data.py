@@ -10,18 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.backends.base import hf_truncate, load_hf_tokenizer
-from rearank_core.config import DataConfig, DataSource, FilterConfig, TeacherConfig, TrackingConfig
+from rearank_core.config import (
+    DataConfig,
+    DataSource,
+    FilterConfig,
+    TeacherConfig,
+    TrackingConfig,
+)
 from rearank_core.data.augment import AugmentStats, augment
 from rearank_core.data.build import build_records
 from rearank_core.data.card import token_lengths, write_card
 from rearank_core.data.filter import FilterStats, filter_records
 from rearank_core.data.leakage import check_leakage, load_eval_queries
-from rearank_core.data.schema import TeacherRecord, WindowRecord, read_records
 from rearank_core.data.teacher import TeacherStats, distill
 from rearank_core.data.validation import ValidationReport, validate_file
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import write_jsonl
 from rearank_core.io.requests import read_candidates
+from rearank_core.io.training_data import TeacherRecord, WindowRecord, read_records
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts import load_template
 

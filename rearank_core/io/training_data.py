@@ -1,4 +1,5 @@
-"""The four training-data record kinds, one JSON object per line, and their checked reader.
+"""The four training-data record kinds, one JSON object per line, and their checked reader (the file contract
+between the data stages and training).
 
 - window: a labelled window drawn from a query's candidates (REARANK augmentation)
 - teacher: a teacher's answer for one window (reasoning, final ranking, relevant set) or why there is none

@@ -1,0 +1,51 @@
+"""``rearank train``: SFT (and, next, GRPO). Paths default to params.yaml's ``data_job`` and ``train_job``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
+from rearank_core.config import SFTTrainConfig, field_help, override
+from rearank_core.errors import InputError
+
+train_app = typer.Typer(help="Training with TRL: cold-start SFT (GRPO next).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+S = {k: f"{v} (default: params sft.{k})" for k, v in field_help(SFTTrainConfig).items()}
+
+
+@train_app.command()
+@user_errors
+def sft(
+    records: Annotated[Path | None, typer.Option(help="SFT records JSONL (default: params data_job.sft)")] = None,
+    output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.sft_dir)")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.sft_metrics)")] = None,
+    model: Annotated[str | None, typer.Option(help=S["model"])] = None,
+    limit: Annotated[int | None, typer.Option(help=S["limit"])] = None,
+    epochs: Annotated[float | None, typer.Option(help=S["epochs"])] = None,
+    max_steps: Annotated[int | None, typer.Option(help=S["max_steps"])] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=S["learning_rate"])] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help=S["lora"])] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Cold-start SFT on teacher records with TRL's SFTTrainer; rerun to resume from the last checkpoint."""
+    p = start(params, quiet)
+    cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
+                   learning_rate=learning_rate, lora=lora)
+    if records is None:
+        records = Path(p.job("data_job").sft)
+    if output is None or metrics_out is None:
+        if p.train_job is None:
+            raise InputError("give --output and --metrics-out (params.yaml has no train_job section)", p.path,
+                             field="train_job")
+        output = output or Path(p.train_job.sft_dir)
+        metrics_out = metrics_out or Path(p.train_job.sft_metrics)
+    from rearank_core.stages.train import train_sft_stage
+
+    figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out)
+    err.print(f"SFT: {figures['records']} records, {figures['steps']} steps, loss {figures['train_loss']:.4f}, "
+              f"{figures['train_runtime_s']} s; model saved to {output} (rearank rerank --model {output})")

@@ -1,0 +1,100 @@
+"""Cold-start SFT on teacher records with TRL's SFTTrainer, from one config object (``SFTTrainConfig``).
+
+The records become TRL's conversational prompt-completion rows (the reranker's prompt; the teacher's
+``<think>…</think><answer>…</answer>``), so the loss falls on the completion only. TRL's CPU traps are set
+explicitly: bf16 only where the hardware multiplies it, no gradient checkpointing, and ``max_length`` checked
+against every record first (TRL would silently truncate a record past it). A rerun resumes from the last
+checkpoint in the output folder; the final model (or LoRA adapter) and its tokenizer are saved at the top of
+that folder, where ``rearank rerank --model DIR`` loads them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from rearank_core.backends.base import local_model
+from rearank_core.backends.transformers_engine import pick_dtype
+from rearank_core.config import SFTTrainConfig
+from rearank_core.errors import InputError
+from rearank_core.io.training_data import SFTRecord, read_records
+
+log = logging.getLogger(__name__)
+
+
+def sft_rows(records: list[SFTRecord]) -> list[dict[str, Any]]:
+    """TRL's conversational prompt-completion rows: every turn but the last, and the assistant's last turn."""
+    return [{"prompt": r.messages[:-1], "completion": r.messages[-1:]} for r in records]
+
+
+def check_lengths(records: list[SFTRecord], tokenizer: Any, max_length: int, path: str | Path) -> int:
+    """The longest record in tokens; a record past ``max_length`` is an error naming it (never dropped)."""
+    longest = 0
+    for number, record in enumerate(records, start=1):
+        text = tokenizer.apply_chat_template(record.messages, tokenize=False)
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if length > max_length:
+            raise InputError(f"record {record.id} is {length} tokens, past sft.max_length {max_length}; raise it or "
+                             "shorten the passages", path, number, "messages")
+        longest = max(longest, length)
+    return longest
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Path, model_cache: str | Path,
+            report_to: list[str] | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Train, resuming from the last checkpoint in ``output_dir`` if there is one; returns the run's figures."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig, SFTTrainer
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars; the trainer's figures go to the log and MLflow
+
+    records = read_records(records_path, SFTRecord)
+    if cfg.limit is not None:
+        records = records[: cfg.limit]
+    if not records:
+        raise InputError("no SFT records to train on", records_path)
+    path = local_model(cfg.model, Path(model_cache))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = pick_dtype(cfg.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    longest = check_lengths(records, tokenizer, cfg.max_length, records_path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
+        activation_checkpointing=False, max_length=cfg.max_length, completion_only_loss=True, packing=False,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
+        report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    resume = last_checkpoint(output_dir)
+    if resume:
+        log.info("resuming SFT from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    figures = {"records": len(records), "longest_record_tokens": longest, "steps": trainer.state.global_step,
+               "train_loss": round(float(result.training_loss), 6), "train_runtime_s": round(result.metrics.get(
+                   "train_runtime", 0.0), 2), "samples_per_s": result.metrics.get("train_samples_per_second"),
+               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora}
+    log.info("SFT done: %s", figures)
+    return figures
