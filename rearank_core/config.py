@@ -239,11 +239,44 @@ class SFTTrainConfig:
 
 
 @dataclass
+class GRPOTrainConfig:
+    """GRPO with TRL's GRPOTrainer (section ``grpo``) on the GRPO records, rewarded by ``rewards``."""
+
+    model: str = knob("embedded", "policy to start from: the SFT output folder, 'embedded', or a hub id",
+                      option="--model")
+    reward: str = knob("rearank", "rearank (labels) or multiview (relevant, gold)", choices=("rearank", "multiview"),
+                       option="--reward")
+    limit: int | None = knob(None, "train on the first N records only; null: all", min=1, option="--limit")
+    max_steps: int = knob(50, "optimiser steps", min=1, option="--max-steps")
+    num_generations: int = knob(4, "completions sampled per prompt (the group)", min=2)
+    max_completion_length: int = knob(256, "generation limit per completion (TRL's default 512)", min=1)
+    temperature: float = knob(1.0, "sampling temperature of the rollouts", min=0.01)
+    beta: float = knob(0.0, "KL coefficient against the reference model (ReasonRank: 0.001; 0 loads none)", min=0)
+    loss_type: str = knob("dapo", "TRL loss aggregation", choices=("grpo", "bnpo", "dr_grpo", "dapo"))
+    scale_rewards: str = knob("group", "advantage scaling", choices=("group", "batch", "none"))
+    learning_rate: float = knob(1e-6, "peak learning rate (ReasonRank: 1e-6)", min=0, option="--learning-rate")
+    grad_accum: int = knob(1, "generation batches accumulated per optimiser step", min=1)
+    lora: bool = knob(False, "train a LoRA adapter instead of every weight", option="--lora/--full")
+    lora_r: int = knob(16, "LoRA rank", min=1)
+    lora_alpha: int = knob(32, "LoRA alpha", min=1)
+    lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
+    dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
+                      choices=("auto", "float32", "bfloat16"))
+    use_vllm: bool = knob(False, "generate rollouts with vLLM (GPU)")
+    logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
+    save_steps: int = knob(5, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
+    save_total_limit: int = knob(2, "checkpoints kept", min=1)
+    seed: int = knob(0, "training seed")
+
+
+@dataclass
 class TrainJob:
     """The training job's outputs (section ``train_job``); its inputs are ``data_job``'s SFT and GRPO records."""
 
     sft_dir: str = knob(help="SFT checkpoints and the final model (output; loads with rearank rerank --model)")
     sft_metrics: str = knob(help="SFT figures JSON (output, a DVC metrics file)")
+    grpo_dir: str = knob(help="GRPO checkpoints and the final model (output)")
+    grpo_metrics: str = knob(help="GRPO figures JSON (output, a DVC metrics file)")
 
 
 @dataclass
@@ -273,6 +306,7 @@ class Params:
     filter: FilterConfig = field(default_factory=FilterConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    grpo: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
     data_job: DataJob | None = None
@@ -290,7 +324,7 @@ class Params:
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
-                             "sft": SFTTrainConfig, "data_job": DataJob, "train_job": TrainJob}
+                             "sft": SFTTrainConfig, "grpo": GRPOTrainConfig, "data_job": DataJob, "train_job": TrainJob}
 
 
 def _key_lines(text: str) -> dict[str, int]:

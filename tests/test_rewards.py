@@ -107,3 +107,13 @@ def test_weights_from_params_yaml(root) -> None:
     perfect = think("[3] > [2] > [1] > [4]")
     assert rearank_reward([perfect], [LABELS], **weights) == [pytest.approx(1.0)]
     assert multiview_reward([perfect], [RELEVANT], [GOLD], **weights) == [pytest.approx(1.3)]
+
+
+def test_components_reach_trls_log_metric_hook() -> None:
+    logged: dict[str, float] = {}
+    completions = [think("[3] > [2] > [1] > [4]"), "<think>no answer</think>"]
+    rearank_reward(completions, [LABELS] * 2, log_metric=logged.__setitem__)
+    assert logged == {"rearank/gain": 0.5, "rearank/strict_format": 0.5, "rearank/answer_format": 0.5,
+                      "rearank/ndcg10": pytest.approx((1 + INITIAL) / 2)}
+    multiview_reward(completions, [RELEVANT] * 2, [GOLD] * 2, log_metric=logged.__setitem__)
+    assert logged["multiview/valid"] == 0.5 and logged["multiview/ndcg10"] == 1.0

@@ -1,5 +1,6 @@
-"""SFT with TRL on a tiny randomly initialised Llama with the real SmolLM2 tokenizer: real steps, checkpoints,
-resume, the length check, the saved model reranking through the CLI's backend, and the CLI's MLflow run."""
+"""SFT and GRPO with TRL on a tiny randomly initialised Llama with the real SmolLM2 tokenizer: real steps,
+checkpoints, resume, the length check, the saved model reranking through the CLI's backend, the reward's
+components in the logs, and the CLI's MLflow runs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import yaml
 from conftest import DATA
 
 from rearank_core.backends.transformers_backend import TransformersBackend
-from rearank_core.config import DataConfig, SFTTrainConfig
+from rearank_core.config import DataConfig, GRPOTrainConfig, RewardConfig, SFTTrainConfig
 from rearank_core.data.augment import augment
 from rearank_core.data.build import build_records
 from rearank_core.data.teacher import gold_answer
@@ -26,22 +27,29 @@ from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import write_jsonl
 from rearank_core.io.requests import read_candidates
 from rearank_core.prompts import load_template
+from rearank_core.training.grpo import run_grpo
 from rearank_core.training.sft import run_sft
 
 DL21 = DATA / "msmarco" / "dl21"
 
 
 @pytest.fixture(scope="module")
-def sft_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six SFT records of 5-passage DL21 windows (80-word passages), gold teacher."""
+def records(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Six SFT and six GRPO records of 5-passage DL21 windows (40-word passages), gold teacher."""
     requests = read_candidates(DL21 / "rank_llm_BM25_retrieve_results_dl21.json")[:3]
     windows = augment(requests, read_any_qrels(DL21 / "qrels.dl21-passage.txt"), "dl21",
                       DataConfig(per_query=2, window=5, top_n=30, min_ndcg=0.0, truncate_unit="words",
                                  truncate_length=40))
-    sft, _ = build_records(windows, {w.id: gold_answer(w) for w in windows}, load_template("rearank"))
-    path = tmp_path_factory.mktemp("sft") / "sft.jsonl"
-    write_jsonl(path, [r.to_dict() for r in sft])
-    return path
+    sft, grpo = build_records(windows, {w.id: gold_answer(w) for w in windows}, load_template("rearank"))
+    folder = tmp_path_factory.mktemp("records")
+    write_jsonl(folder / "sft.jsonl", [r.to_dict() for r in sft])
+    write_jsonl(folder / "grpo.jsonl", [r.to_dict() for r in grpo])
+    return folder / "sft.jsonl", folder / "grpo.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sft_records(records: tuple[Path, Path]) -> Path:
+    return records[0]
 
 
 def config(tiny_dir: Path, **knobs: object) -> SFTTrainConfig:
@@ -69,6 +77,8 @@ def test_sft_lora_saves_an_adapter(sft_records: Path, tiny_dir: Path, tmp_path: 
     figures = run_sft(config(tiny_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=1), sft_records, out, tmp_path)
     assert figures["lora"] and (out / "adapter_config.json").is_file()
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    backend = TransformersBackend(str(out), dtype="float32", device="cpu")  # base + adapter, merged
+    assert backend.engine == "loop" and backend.complete([[{"role": "user", "content": "Hi"}]], 2)[0].completion_tokens
 
 
 def test_a_record_past_max_length_is_an_error_naming_it(sft_records: Path, tiny_dir: Path, tmp_path: Path) -> None:
@@ -96,3 +106,44 @@ def test_cli_train_sft_logs_to_mlflow(sft_records: Path, tiny_dir: Path, tmp_pat
     assert run.data.metrics["sft_train_loss"] == pytest.approx(figures["train_loss"])
     assert run.data.params["rearank.sft.max_steps"] == "2"
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2  # the trainer's per-step figures
+
+
+def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
+    base = GRPOTrainConfig(model=str(tiny_dir), max_steps=1, num_generations=2, max_completion_length=8,
+                           learning_rate=1e-3, save_steps=1, limit=2)
+    return replace(base, **knobs)
+
+
+@pytest.mark.parametrize("reward", ["rearank", "multiview"])
+def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path,
+                                                      reward: str) -> None:
+    out = tmp_path / "grpo"
+    first = run_grpo(grpo_config(tiny_dir, reward=reward), RewardConfig(), records[1], out, tmp_path)
+    assert first["steps"] == 1 and first["records"] == 2 and first["first_reward"] is not None
+    assert (out / "checkpoint-1").is_dir() and (out / "model.safetensors").is_file()
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    logged = state["log_history"][0]
+    component = {"rearank": "rearank/answer_format", "multiview": "multiview/valid"}[reward]  # the format-valid rate
+    assert f"rewards/{reward}/mean" in logged and component in logged and "completions/mean_length" in logged
+    again = run_grpo(grpo_config(tiny_dir, reward=reward, max_steps=2), RewardConfig(), records[1], out, tmp_path)
+    assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
+
+
+def test_cli_train_grpo_logs_to_mlflow(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path, root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["grpo"].update(model=str(tiny_dir), max_steps=2, num_generations=2, max_completion_length=8, limit=2,
+                          save_steps=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}
+    result = subprocess.run([sys.executable, "-m", "rearank_core.cli", "train", "grpo", "--records", str(records[1]),
+                             "--output", str(tmp_path / "out"), "--metrics-out", str(tmp_path / "grpo.json"),
+                             "--params", str(tmp_path / "params.yaml"), "-q"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GRPO: 2 records, 2 steps" in result.stderr
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("rearank").experiment_id],
+                                "tags.`rearank.stage` = 'train-grpo'")
+    assert run.data.params["rearank.rewards.rank_weight"] == "0.8"
+    for name in ("reward", "rearank/gain", "rearank/answer_format", "completions/mean_length"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 2, name

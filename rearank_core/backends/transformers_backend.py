@@ -55,8 +55,14 @@ class TransformersBackend:
         hf_logging.disable_progress_bar()  # the weight-loading bar: the reranker shows its own progress
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype,
-                                                              attn_implementation="sdpa")
+            if (Path(self.path) / "adapter_config.json").is_file():  # a LoRA adapter (rearank train --lora)
+                from peft import AutoPeftModelForCausalLM
+
+                self.model = AutoPeftModelForCausalLM.from_pretrained(
+                    self.path, dtype=self.dtype, attn_implementation="sdpa").merge_and_unload()
+            else:
+                self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype,
+                                                                  attn_implementation="sdpa")
         except Exception as exc:  # OSError (missing / not cached), ValueError (not a causal LM), ...
             hint = ("; HF_HUB_OFFLINE is set, so a hub id loads only from the local Hugging Face cache"
                     if offline and not Path(self.path).is_dir() else "")

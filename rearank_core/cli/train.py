@@ -8,13 +8,25 @@ from typing import Annotated
 import typer
 
 from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
-from rearank_core.config import SFTTrainConfig, field_help, override
+from rearank_core.config import GRPOTrainConfig, Params, SFTTrainConfig, field_help, override
 from rearank_core.errors import InputError
 
-train_app = typer.Typer(help="Training with TRL: cold-start SFT (GRPO next).", no_args_is_help=True)
+train_app = typer.Typer(help="Training with TRL: cold-start SFT, then GRPO.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 S = {k: f"{v} (default: params sft.{k})" for k, v in field_help(SFTTrainConfig).items()}
+G = {k: f"{v} (default: params grpo.{k})" for k, v in field_help(GRPOTrainConfig).items()}
+
+
+def _outputs(p: Params, output: Path | None, metrics_out: Path | None, kind: str) -> tuple[Path, Path]:
+    """The output folder and metrics file, or their ``train_job`` defaults."""
+    if output is not None and metrics_out is not None:
+        return output, metrics_out
+    if p.train_job is None:
+        raise InputError("give --output and --metrics-out (params.yaml has no train_job section)", p.path,
+                         field="train_job")
+    return (output or Path(getattr(p.train_job, f"{kind}_dir")),
+            metrics_out or Path(getattr(p.train_job, f"{kind}_metrics")))
 
 
 @train_app.command()
@@ -36,16 +48,38 @@ def sft(
     p = start(params, quiet)
     cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora)
-    if records is None:
-        records = Path(p.job("data_job").sft)
-    if output is None or metrics_out is None:
-        if p.train_job is None:
-            raise InputError("give --output and --metrics-out (params.yaml has no train_job section)", p.path,
-                             field="train_job")
-        output = output or Path(p.train_job.sft_dir)
-        metrics_out = metrics_out or Path(p.train_job.sft_metrics)
+    records = records or Path(p.job("data_job").sft)
+    output, metrics_out = _outputs(p, output, metrics_out, "sft")
     from rearank_core.stages.train import train_sft_stage
 
     figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out)
     err.print(f"SFT: {figures['records']} records, {figures['steps']} steps, loss {figures['train_loss']:.4f}, "
               f"{figures['train_runtime_s']} s; model saved to {output} (rearank rerank --model {output})")
+
+
+@train_app.command()
+@user_errors
+def grpo(
+    records: Annotated[Path | None, typer.Option(help="GRPO records JSONL (default: params data_job.grpo)")] = None,
+    output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.grpo_dir)")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.grpo_metrics)")] = None,
+    model: Annotated[str | None, typer.Option(help=G["model"])] = None,
+    reward: Annotated[str | None, typer.Option(help=G["reward"])] = None,
+    limit: Annotated[int | None, typer.Option(help=G["limit"])] = None,
+    max_steps: Annotated[int | None, typer.Option(help=G["max_steps"])] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=G["learning_rate"])] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help=G["lora"])] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """GRPO with TRL's GRPOTrainer and REARANK's or ReasonRank's reward; rerun to resume."""
+    p = start(params, quiet)
+    cfg = override(p.grpo, "grpo", model=model, reward=reward, limit=limit, max_steps=max_steps,
+                   learning_rate=learning_rate, lora=lora)
+    records = records or Path(p.job("data_job").grpo)
+    output, metrics_out = _outputs(p, output, metrics_out, "grpo")
+    from rearank_core.stages.train import train_grpo_stage
+
+    figures = train_grpo_stage(records, output, cfg, p.rewards, p.tracking, p.rerank.model_cache, metrics_out)
+    err.print(f"GRPO: {figures['records']} records, {figures['steps']} steps, reward {figures['first_reward']} -> "
+              f"{figures['last_reward']}, {figures['train_runtime_s']} s; model saved to {output}")

@@ -14,7 +14,8 @@ from rearank_core.stages.data import (
 from rearank_core.stages.demo import run_demo
 from rearank_core.stages.evaluate import evaluate_stage
 from rearank_core.stages.rerank import rerank_stage
-from rearank_core.stages.train import train_sft_stage
+from rearank_core.stages.train import train_grpo_stage, train_sft_stage
 
 __all__ = ["RetrieveStats", "augment_stage", "build_stage", "evaluate_stage", "filter_stage", "index_stage",
-           "rerank_stage", "retrieve_stage", "run_demo", "teacher_stage", "train_sft_stage", "validate_stage"]
+           "rerank_stage", "retrieve_stage", "run_demo", "teacher_stage", "train_grpo_stage", "train_sft_stage",
+           "validate_stage"]

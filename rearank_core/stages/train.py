@@ -1,31 +1,52 @@
-"""Training stages: SFT (and, next, GRPO) on the validated records, each one MLflow run with the trainer's
-own figures (loss, learning rate, grad norm per step, through transformers' MLflow callback) and a metrics file."""
+"""Training stages: SFT and GRPO on the validated records, each one MLflow run with the trainer's own figures
+(loss, learning rate, grad norm, reward and its components, completion lengths, KL per step, through
+transformers' MLflow callback) and a metrics file."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rearank_core.config import SFTTrainConfig, TrackingConfig
+from rearank_core.config import GRPOTrainConfig, RewardConfig, SFTTrainConfig, TrackingConfig
 from rearank_core.io.files import atomic_write
 from rearank_core.mlops.tracking import stage_run
+from rearank_core.training.grpo import run_grpo
 from rearank_core.training.sft import run_sft
 
 
-def train_sft_stage(records: str | Path, output_dir: str | Path, cfg: SFTTrainConfig, tracking: TrackingConfig,
-                    model_cache: str | Path, metrics_out: str | Path | None = None) -> dict[str, Any]:
-    """Cold-start SFT; a rerun resumes from the last checkpoint in ``output_dir``."""
-    with stage_run(tracking, "train-sft") as tracked:
+def _tracked(tracking: TrackingConfig, stage: str, params: dict[str, Any], metrics_out: str | Path | None,
+             train: Callable[[list[str] | None], dict[str, Any]]) -> dict[str, Any]:
+    with stage_run(tracking, stage) as tracked:
         # Prefixed: the trainer's MLflow callback logs its own arguments (learning_rate, ...) as params.
-        tracked.params({f"rearank.sft.{k}": v for k, v in asdict(cfg).items()} | {"rearank.records": str(records)})
-        figures = run_sft(cfg, records, output_dir, model_cache, report_to=["mlflow"] if tracking.enabled else None)
+        tracked.params({f"rearank.{k}": v for k, v in params.items()})
+        figures = train(["mlflow"] if tracking.enabled else None)
         if metrics_out is not None:
             with atomic_write(metrics_out) as handle:
                 json.dump(figures, handle, indent=2)
                 handle.write("\n")
             tracked.artifact(metrics_out)
-        tracked.metrics({f"sft_{k}": v for k, v in figures.items()
+        prefix = stage.removeprefix("train-")
+        tracked.metrics({f"{prefix}_{k}": v for k, v in figures.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return figures
+
+
+def train_sft_stage(records: str | Path, output_dir: str | Path, cfg: SFTTrainConfig, tracking: TrackingConfig,
+                    model_cache: str | Path, metrics_out: str | Path | None = None) -> dict[str, Any]:
+    """Cold-start SFT; a rerun resumes from the last checkpoint in ``output_dir``."""
+    params = {f"sft.{k}": v for k, v in asdict(cfg).items()} | {"records": str(records)}
+    return _tracked(tracking, "train-sft", params, metrics_out,
+                    lambda report_to: run_sft(cfg, records, output_dir, model_cache, report_to))
+
+
+def train_grpo_stage(records: str | Path, output_dir: str | Path, cfg: GRPOTrainConfig, weights: RewardConfig,
+                     tracking: TrackingConfig, model_cache: str | Path,
+                     metrics_out: str | Path | None = None) -> dict[str, Any]:
+    """GRPO; a rerun resumes from the last checkpoint in ``output_dir``."""
+    params = ({f"grpo.{k}": v for k, v in asdict(cfg).items()} | {f"rewards.{k}": v for k, v in asdict(weights).items()}
+              | {"records": str(records)})
+    return _tracked(tracking, "train-grpo", params, metrics_out,
+                    lambda report_to: run_grpo(cfg, weights, records, output_dir, model_cache, report_to))

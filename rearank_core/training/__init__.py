@@ -1,2 +1,3 @@
-"""Training: REARANK and ReasonRank rewards as TRL reward functions (``rewards``) and cold-start SFT on TRL
-(``sft``), one config object per trainer. Sits beside ``rerank`` and ``data``; driven by ``stages.train``."""
+"""Training: REARANK and ReasonRank rewards as TRL reward functions (``rewards``), cold-start SFT (``sft``) and GRPO
+(``grpo``) on TRL, one config object per trainer, shared set-up in ``setup``. Sits beside ``rerank`` and ``data``;
+driven by ``stages.train``."""

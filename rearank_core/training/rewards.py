@@ -63,12 +63,25 @@ def rearank_components(completions: Sequence[Completion], labels: Sequence[Seque
             "answer_format": [float(answer_format(t)) for t in texts], "ndcg10": answer}
 
 
+def log_components(kwargs: dict[str, Any], prefix: str, parts: dict[str, list[Any]]) -> None:
+    """Each component's batch mean through TRL's ``log_metric`` hook (passed to reward functions), if present."""
+    log_metric = kwargs.get("log_metric")
+    if not callable(log_metric):
+        return
+    for name, values in parts.items():
+        present = [float(v) for v in values if v is not None]
+        if present:
+            log_metric(f"{prefix}/{name}", sum(present) / len(present))
+
+
 def rearank_reward(completions: Sequence[Completion], labels: Sequence[Sequence[int]], rank_weight: float = 0.8,
                    strict_weight: float = 0.1, answer_weight: float = 0.1, gain_clip: float = 1.0,
                    **kwargs: Any) -> list[float]:
     """REARANK: 0.8 x normalised nDCG@10 gain + 0.1 x strict format + 0.1 x answer format. A missing or cut-off
-    answer keeps the window's input order (gain 0)."""
+    answer keeps the window's input order (gain 0). Under TRL each component is logged as ``rearank/<name>``
+    (``rearank/answer_format`` is the format-valid rate)."""
     parts = rearank_components(completions, labels, gain_clip)
+    log_components(kwargs, "rearank", parts)
     return [rank_weight * g + strict_weight * s + answer_weight * a
             for g, s, a in zip(parts["gain"], parts["strict_format"], parts["answer_format"], strict=True)]
 
@@ -140,6 +153,7 @@ def multiview_reward(completions: Sequence[Completion], relevant: Sequence[Seque
     """ReasonRank: nDCG@10 + 0.2 x Recall@10 + 0.1 x RBO(gold) for a well-formed full permutation; -1 for a broken
     ``<think>/<answer>`` format; 0 for an answer of the wrong length or with duplicates."""
     parts = multiview_components(completions, relevant, gold, rbo_p)
+    log_components(kwargs, "multiview", {**parts, "valid": [1.0 if v == 1.0 else 0.0 for v in parts["valid"]]})
     rewards = []
     for i, valid in enumerate(parts["valid"]):
         if valid != 1.0:

@@ -10,15 +10,13 @@ that folder, where ``rearank rerank --model DIR`` loads them."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from rearank_core.backends.base import local_model
-from rearank_core.backends.transformers_engine import pick_dtype
 from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
 from rearank_core.io.training_data import SFTRecord, read_records
+from rearank_core.training.setup import last_checkpoint, load_base, lora_config
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +39,21 @@ def check_lengths(records: list[SFTRecord], tokenizer: Any, max_length: int, pat
     return longest
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-
-
 def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Path, model_cache: str | Path,
-            report_to: list[str] | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
+            report_to: list[str] | None = None) -> dict[str, Any]:
     """Train, resuming from the last checkpoint in ``output_dir`` if there is one; returns the run's figures."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
-
-    hf_logging.disable_progress_bar()  # weight loading/saving bars; the trainer's figures go to the log and MLflow
 
     records = read_records(records_path, SFTRecord)
     if cfg.limit is not None:
         records = records[: cfg.limit]
     if not records:
         raise InputError("no SFT records to train on", records_path)
-    path = local_model(cfg.model, Path(model_cache))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = pick_dtype(cfg.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
     longest = check_lengths(records, tokenizer, cfg.max_length, records_path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
         activation_checkpointing=False, max_length=cfg.max_length, completion_only_loss=True, packing=False,
@@ -85,7 +63,7 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
         report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+                         processing_class=tokenizer, peft_config=peft_config)
     resume = last_checkpoint(output_dir)
     if resume:
         log.info("resuming SFT from %s", resume)

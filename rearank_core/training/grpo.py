@@ -1,0 +1,82 @@
+"""GRPO on the GRPO records with TRL's GRPOTrainer, from one config object (``GRPOTrainConfig``).
+
+Rows are TRL's conversational ``prompt`` plus the reward columns (``labels`` for REARANK's reward, ``relevant`` and
+``gold`` for ReasonRank's); the reward's components reach MLflow through TRL's ``log_metric`` hook. TRL's
+defaults that do not fit a CPU are set explicitly (group size, completion length, bf16, activation
+checkpointing). A rerun resumes from the last checkpoint; the final policy (or adapter) is saved at the top of
+the output folder, where ``rearank rerank --model DIR`` loads it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rearank_core.config import GRPOTrainConfig, RewardConfig
+from rearank_core.errors import InputError
+from rearank_core.io.training_data import GRPORecord, read_records
+from rearank_core.training.rewards import multiview_reward, rearank_reward
+from rearank_core.training.setup import last_checkpoint, load_base, lora_config
+
+log = logging.getLogger(__name__)
+
+
+def grpo_rows(records: list[GRPORecord]) -> list[dict[str, Any]]:
+    return [{"prompt": r.prompt, "labels": r.labels, "relevant": r.relevant, "gold": r.gold} for r in records]
+
+
+def reward_function(kind: str, weights: RewardConfig) -> Callable[..., list[float]]:
+    """The configured reward with params.yaml's weights, named for TRL's logs (``rewards/<name>/mean``)."""
+    def rearank(completions: list[Any], labels: list[list[int]], **kwargs: Any) -> list[float]:
+        return rearank_reward(completions, labels, weights.rank_weight, weights.strict_weight, weights.answer_weight,
+                              weights.gain_clip, **kwargs)
+
+    def multiview(completions: list[Any], relevant: list[list[int]], gold: list[list[int]],
+                  **kwargs: Any) -> list[float]:
+        return multiview_reward(completions, relevant, gold, weights.ndcg_weight, weights.recall_weight,
+                                weights.rbo_weight, weights.rbo_p, **kwargs)
+
+    return {"rearank": rearank, "multiview": multiview}[kind]
+
+
+def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Path, output_dir: str | Path,
+             model_cache: str | Path, report_to: list[str] | None = None) -> dict[str, Any]:
+    """Train, resuming from the last checkpoint in ``output_dir`` if there is one; returns the run's figures."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    records = read_records(records_path, GRPORecord)
+    if cfg.limit is not None:
+        records = records[: cfg.limit]
+    if not records:
+        raise InputError("no GRPO records to train on", records_path)
+    model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
+    args = GRPOConfig(
+        output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
+        activation_checkpointing=False, num_generations=cfg.num_generations,
+        per_device_train_batch_size=cfg.num_generations, gradient_accumulation_steps=cfg.grad_accum,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.beta,
+        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, learning_rate=cfg.learning_rate,
+        max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, use_vllm=cfg.use_vllm, report_to=report_to or "none",
+        disable_tqdm=True, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward_function(cfg.reward, weights)], args=args,
+                          train_dataset=Dataset.from_list(grpo_rows(records)), processing_class=tokenizer,
+                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+    resume = last_checkpoint(output_dir)
+    if resume:
+        log.info("resuming GRPO from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    history = [entry for entry in trainer.state.log_history if "reward" in entry]
+    figures = {"records": len(records), "steps": trainer.state.global_step, "reward": cfg.reward,
+               "train_loss": round(float(result.training_loss), 6),
+               "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+               "first_reward": history[0]["reward"] if history else None,
+               "last_reward": history[-1]["reward"] if history else None,
+               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora}
+    log.info("GRPO done: %s", figures)
+    return figures

@@ -1,0 +1,45 @@
+"""What both trainers set up the same way: the base model and tokenizer on the right device and dtype, LoRA,
+quiet loading, and where a rerun resumes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rearank_core.backends.base import local_model
+from rearank_core.backends.transformers_engine import pick_dtype
+
+
+def load_base(model: str, model_cache: str | Path, dtype_name: str) -> tuple[Any, Any, Any, str]:
+    """(model, tokenizer, torch dtype, device) for ``model`` ('embedded', a folder or a hub id). bf16 only where
+    the CPU or GPU multiplies it in hardware (``auto``)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars; the trainers' figures go to the log and MLflow
+    path = local_model(model, Path(model_cache))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = pick_dtype(dtype_name, device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer, dtype, device
+
+
+def lora_config(enabled: bool, r: int, alpha: int, dropout: float) -> Any:
+    """A peft LoRA config over every linear layer, or None for a full fine-tune."""
+    if not enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``output_dir``, where a rerun resumes; None for a fresh start."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
