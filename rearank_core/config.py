@@ -210,7 +210,23 @@ class RewardConfig:
 
 
 @dataclass
-class SFTTrainConfig:
+class TrainerKnobs:
+    """What both trainers' sections share: LoRA, precision, logging, checkpoints, seed."""
+
+    lora: bool = knob(False, "train a LoRA adapter instead of every weight", option="--lora/--full")
+    lora_r: int = knob(16, "LoRA rank", min=1)
+    lora_alpha: int = knob(32, "LoRA alpha", min=1)
+    lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
+    dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
+                      choices=("auto", "float32", "bfloat16"))
+    logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
+    save_steps: int = knob(10, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
+    save_total_limit: int = knob(2, "checkpoints kept", min=1)
+    seed: int = knob(0, "training seed")
+
+
+@dataclass
+class SFTTrainConfig(TrainerKnobs):
     """Cold-start SFT with TRL's SFTTrainer (section ``sft``): full fine-tune, or LoRA through peft."""
 
     model: str = knob("embedded", "base model: 'embedded', a local folder or a HF hub id", option="--model")
@@ -226,20 +242,10 @@ class SFTTrainConfig:
                                                                         "constant_with_warmup"))
     max_length: int = knob(4096, "longest record in tokens; a longer one is an error naming it, never dropped",
                            min=16)
-    lora: bool = knob(False, "train a LoRA adapter instead of every weight", option="--lora/--full")
-    lora_r: int = knob(16, "LoRA rank", min=1)
-    lora_alpha: int = knob(32, "LoRA alpha", min=1)
-    lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
-    dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
-                      choices=("auto", "float32", "bfloat16"))
-    logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
-    save_steps: int = knob(10, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
-    save_total_limit: int = knob(2, "checkpoints kept", min=1)
-    seed: int = knob(0, "training seed")
 
 
 @dataclass
-class GRPOTrainConfig:
+class GRPOTrainConfig(TrainerKnobs):
     """GRPO with TRL's GRPOTrainer (section ``grpo``) on the GRPO records, rewarded by ``rewards``."""
 
     model: str = knob("embedded", "policy to start from: the SFT output folder, 'embedded', or a hub id",
@@ -256,17 +262,8 @@ class GRPOTrainConfig:
     scale_rewards: str = knob("group", "advantage scaling", choices=("group", "batch", "none"))
     learning_rate: float = knob(1e-6, "peak learning rate (ReasonRank: 1e-6)", min=0, option="--learning-rate")
     grad_accum: int = knob(1, "generation batches accumulated per optimiser step", min=1)
-    lora: bool = knob(False, "train a LoRA adapter instead of every weight", option="--lora/--full")
-    lora_r: int = knob(16, "LoRA rank", min=1)
-    lora_alpha: int = knob(32, "LoRA alpha", min=1)
-    lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
-    dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
-                      choices=("auto", "float32", "bfloat16"))
     use_vllm: bool = knob(False, "generate rollouts with vLLM (GPU)")
-    logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
     save_steps: int = knob(5, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
-    save_total_limit: int = knob(2, "checkpoints kept", min=1)
-    seed: int = knob(0, "training seed")
 
 
 @dataclass

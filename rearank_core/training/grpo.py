@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.config import GRPOTrainConfig, RewardConfig
-from rearank_core.errors import InputError
-from rearank_core.io.training_data import GRPORecord, read_records
+from rearank_core.io.training_data import GRPORecord
 from rearank_core.training.rewards import multiview_reward, rearank_reward
-from rearank_core.training.setup import last_checkpoint, load_base, lora_config
+from rearank_core.training.setup import (
+    last_checkpoint,
+    load_base,
+    load_records,
+    lora_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,7 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    records = read_records(records_path, GRPORecord)
-    if cfg.limit is not None:
-        records = records[: cfg.limit]
-    if not records:
-        raise InputError("no GRPO records to train on", records_path)
+    records = load_records(records_path, GRPORecord, cfg.limit)
     model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
     args = GRPOConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,

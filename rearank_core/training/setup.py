@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import pick_dtype
+from rearank_core.errors import InputError
+from rearank_core.io.training_data import read_records
+
+T = TypeVar("T")
+
+
+def load_records(path: str | Path, cls: type[T], limit: int | None) -> list[T]:
+    """The training records (the first ``limit``); none at all is an error naming the file."""
+    records = read_records(path, cls)[:limit]
+    if not records:
+        raise InputError("no records to train on", path)
+    return records
 
 
 def load_base(model: str, model_cache: str | Path, dtype_name: str) -> tuple[Any, Any, Any, str]:

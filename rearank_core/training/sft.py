@@ -15,8 +15,13 @@ from typing import Any
 
 from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
-from rearank_core.io.training_data import SFTRecord, read_records
-from rearank_core.training.setup import last_checkpoint, load_base, lora_config
+from rearank_core.io.training_data import SFTRecord
+from rearank_core.training.setup import (
+    last_checkpoint,
+    load_base,
+    load_records,
+    lora_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,7 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    records = read_records(records_path, SFTRecord)
-    if cfg.limit is not None:
-        records = records[: cfg.limit]
-    if not records:
-        raise InputError("no SFT records to train on", records_path)
+    records = load_records(records_path, SFTRecord, cfg.limit)
     model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
     longest = check_lengths(records, tokenizer, cfg.max_length, records_path)
     peft_config = lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
