@@ -320,8 +320,9 @@ class Params:
 
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
-                             "filter": FilterConfig, "rewards": RewardConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
-                             "sft": SFTTrainConfig, "grpo": GRPOTrainConfig, "data_job": DataJob, "train_job": TrainJob}
+                             "filter": FilterConfig, "rewards": RewardConfig, "sft": SFTTrainConfig,
+                             "grpo": GRPOTrainConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
+                             "data_job": DataJob, "train_job": TrainJob}
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -350,6 +351,12 @@ def _match(value: str, meta: dict[str, Any]) -> None:
         raise ValueError(f"{value!r} does not match {meta['pattern']!r} ({meta['help']})")
 
 
+def _entry_class(hint: Any) -> type | None:
+    """The dataclass of a ``tuple[Entry, ...]`` field (a list of mappings in params.yaml), else None."""
+    args = typing.get_args(hint)
+    return args[0] if typing.get_origin(hint) is tuple and args and is_dataclass(args[0]) else None
+
+
 def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
     """``value`` checked against a field's type and range; returns it converted (list -> tuple, int -> float).
     Raises ValueError with what was expected."""
@@ -360,8 +367,8 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
             return None
         hint = args[0]
         origin = typing.get_origin(hint)
-    if origin is tuple and is_dataclass(typing.get_args(hint)[0]):
-        item_cls = typing.get_args(hint)[0]
+    item_cls = _entry_class(hint)
+    if item_cls is not None:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_cls) for v in value):
             raise ValueError(f"expected a list of {item_cls.__name__} entries, got {_describe(value)}")
         return tuple(validated(v, item_cls.__name__) for v in value)
@@ -393,12 +400,6 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
     return value
 
 
-def _entry_class(hint: Any) -> type | None:
-    """The dataclass of a ``tuple[Entry, ...]`` field (a list of mappings in params.yaml), else None."""
-    args = typing.get_args(hint)
-    return args[0] if typing.get_origin(hint) is tuple and args and is_dataclass(args[0]) else None
-
-
 def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
             lines: dict[str, int] | None = None) -> T:
     """Build ``cls`` from one section's mapping, every key checked; errors name the file, line and key."""
@@ -414,7 +415,8 @@ def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
             raise InputError(f"unknown key; known: {', '.join(known)}", path, lines.get(where), where)
         item_cls = _entry_class(hints[key])
         if item_cls is not None and isinstance(value, list):
-            value = [section(item, f"{where}[{i}]", item_cls, path, {f"{where}[{i}]": lines.get(where, 0)})
+            value = [section(item, f"{where}[{i}]", item_cls, path,
+                             {f"{where}[{i}]": lines[where]} if where in lines else {})
                      for i, item in enumerate(value)]
         try:
             values[key] = coerce(value, hints[key], dict(known[key].metadata))

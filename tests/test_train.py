@@ -18,7 +18,12 @@ import yaml
 from conftest import DATA
 
 from rearank_core.backends.transformers_backend import TransformersBackend
-from rearank_core.config import DataConfig, GRPOTrainConfig, RewardConfig, SFTTrainConfig
+from rearank_core.config import (
+    DataConfig,
+    GRPOTrainConfig,
+    RewardConfig,
+    SFTTrainConfig,
+)
 from rearank_core.data.augment import augment
 from rearank_core.data.build import build_records
 from rearank_core.data.teacher import gold_answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rearank_core.backends.embedded import looks_like_path, resolve_model
 from rearank_core.errors import BackendError
@@ -77,6 +77,16 @@ def hf_truncate(tokenizer: object, text: str, max_tokens: int) -> str:
     """``text`` cut to its first ``max_tokens`` tokens under a Hugging Face tokenizer."""
     ids = tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])  # type: ignore[attr-defined]
+
+
+def hf_chat_ids(tokenizer: Any, conversations: list[Messages], add_generation_prompt: bool = True) -> list[list[int]]:
+    """Token ids of chat conversations as the model sees them: the chat template (which already holds the special
+    tokens), then the tokenizer without adding any; with the assistant's generation prompt by default."""
+    if not conversations:
+        return []
+    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=add_generation_prompt, tokenize=False)
+             for c in conversations]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def load_hf_tokenizer(model: str, cache_dir: Path) -> object:

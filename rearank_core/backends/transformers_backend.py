@@ -10,6 +10,7 @@ from pathlib import Path
 from rearank_core.backends.base import (
     Completion,
     check_call,
+    hf_chat_ids,
     hf_count_tokens,
     hf_truncate,
     local_model,
@@ -96,9 +97,7 @@ class TransformersBackend:
 
     def prompt_ids(self, prompts: list[Messages]) -> list[list[int]]:
         """Token ids of chat prompts with the generation prompt appended, as ``complete`` feeds them."""
-        texts = [self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-        # The chat template already holds the special tokens (BOS, role markers).
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return hf_chat_ids(self.tokenizer, prompts)
 
     def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
         if not prompts:

@@ -54,6 +54,16 @@ def start(params: Path, quiet: bool) -> Params:
     return load_params(params)
 
 
+def job_path(given: Path | None, params: Params, job: str, key: str, option: str) -> Path:
+    """An option's path, or the entry of params.yaml's job section it defaults to."""
+    if given is not None:
+        return given
+    section = getattr(params, job)
+    if section is None:
+        raise InputError(f"give {option} (params.yaml has no {job} section to default to)", params.path, field=job)
+    return Path(getattr(section, key))
+
+
 def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
     """One row per metric, one column per run: narrow enough for an 80-column terminal."""
     names = list(dict.fromkeys(k for c in columns.values() for k in c))

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
+from rearank_core.cli.common import (
+    ParamsOpt,
+    QuietOpt,
+    app,
+    err,
+    job_path,
+    start,
+    user_errors,
+)
 from rearank_core.config import (
     DataConfig,
     DataSource,
@@ -29,13 +37,7 @@ F = {k: f"{v} (default: params filter.{k})" for k, v in field_help(FilterConfig)
 
 
 def _path(given: Path | None, params: Params, key: str, option: str) -> Path:
-    """An option's path, or the ``data_job`` entry it defaults to."""
-    if given is not None:
-        return given
-    if params.data_job is None:
-        raise InputError(f"give {option} (params.yaml has no data_job section to default to)", params.path,
-                         field="data_job")
-    return Path(getattr(params.data_job, key))
+    return job_path(given, params, "data_job", key, option)
 
 
 def _cards(params: Params, cards: Path | None) -> Path:

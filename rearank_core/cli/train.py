@@ -7,9 +7,22 @@ from typing import Annotated
 
 import typer
 
-from rearank_core.cli.common import ParamsOpt, QuietOpt, app, err, start, user_errors
-from rearank_core.config import GRPOTrainConfig, Params, SFTTrainConfig, field_help, override
-from rearank_core.errors import InputError
+from rearank_core.cli.common import (
+    ParamsOpt,
+    QuietOpt,
+    app,
+    err,
+    job_path,
+    start,
+    user_errors,
+)
+from rearank_core.config import (
+    GRPOTrainConfig,
+    Params,
+    SFTTrainConfig,
+    field_help,
+    override,
+)
 
 train_app = typer.Typer(help="Training with TRL: cold-start SFT, then GRPO.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -18,15 +31,12 @@ S = {k: f"{v} (default: params sft.{k})" for k, v in field_help(SFTTrainConfig).
 G = {k: f"{v} (default: params grpo.{k})" for k, v in field_help(GRPOTrainConfig).items()}
 
 
-def _outputs(p: Params, output: Path | None, metrics_out: Path | None, kind: str) -> tuple[Path, Path]:
-    """The output folder and metrics file, or their ``train_job`` defaults."""
-    if output is not None and metrics_out is not None:
-        return output, metrics_out
-    if p.train_job is None:
-        raise InputError("give --output and --metrics-out (params.yaml has no train_job section)", p.path,
-                         field="train_job")
-    return (output or Path(getattr(p.train_job, f"{kind}_dir")),
-            metrics_out or Path(getattr(p.train_job, f"{kind}_metrics")))
+def _paths(p: Params, records: Path | None, output: Path | None, metrics_out: Path | None,
+           kind: str) -> tuple[Path, Path, Path]:
+    """Records, output folder and metrics file, or their ``data_job`` / ``train_job`` defaults."""
+    return (job_path(records, p, "data_job", kind, "--records"),
+            job_path(output, p, "train_job", f"{kind}_dir", "--output"),
+            job_path(metrics_out, p, "train_job", f"{kind}_metrics", "--metrics-out"))
 
 
 @train_app.command()
@@ -48,8 +58,7 @@ def sft(
     p = start(params, quiet)
     cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora)
-    records = records or Path(p.job("data_job").sft)
-    output, metrics_out = _outputs(p, output, metrics_out, "sft")
+    records, output, metrics_out = _paths(p, records, output, metrics_out, "sft")
     from rearank_core.stages.train import train_sft_stage
 
     figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out)
@@ -76,8 +85,7 @@ def grpo(
     p = start(params, quiet)
     cfg = override(p.grpo, "grpo", model=model, reward=reward, limit=limit, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora)
-    records = records or Path(p.job("data_job").grpo)
-    output, metrics_out = _outputs(p, output, metrics_out, "grpo")
+    records, output, metrics_out = _paths(p, records, output, metrics_out, "grpo")
     from rearank_core.stages.train import train_grpo_stage
 
     figures = train_grpo_stage(records, output, cfg, p.rewards, p.tracking, p.rerank.model_cache, metrics_out)

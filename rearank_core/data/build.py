@@ -3,6 +3,7 @@ rendered with the same prompt templates the reranker uses, so training and infer
 
 from __future__ import annotations
 
+from rearank_core.data.teacher import gold_order
 from rearank_core.io.training_data import (
     GRPORecord,
     SFTRecord,
@@ -10,11 +11,6 @@ from rearank_core.io.training_data import (
     WindowRecord,
 )
 from rearank_core.prompts import PromptTemplate, Tokenizer, render
-
-
-def label_order(labels: list[int]) -> list[int]:
-    """1-based passage numbers by grade, best first; ties keep the window's order."""
-    return sorted(range(1, len(labels) + 1), key=lambda i: -labels[i - 1])
 
 
 def assistant_turn(record: TeacherRecord) -> str:
@@ -33,8 +29,8 @@ def build_records(windows: list[WindowRecord], teacher: dict[str, TeacherRecord]
         if answer is not None:
             sft.append(SFTRecord(id=window.id, qid=window.qid, teacher=answer.teacher,
                                  messages=[*prompt, {"role": "assistant", "content": assistant_turn(answer)}]))
-        relevant = answer.relevant if answer else [i for i in label_order(window.labels) if window.labels[i - 1] > 0]
-        gold = answer.final if answer else label_order(window.labels)
+        relevant = answer.relevant if answer else [i for i in gold_order(window.labels) if window.labels[i - 1] > 0]
+        gold = answer.final if answer else gold_order(window.labels)
         grpo.append(GRPORecord(id=window.id, qid=window.qid, prompt=prompt, labels=list(window.labels),
                                relevant=sorted(relevant), gold=gold))
     return sft, grpo

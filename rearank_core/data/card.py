@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from rearank_core.backends.base import hf_chat_ids
 from rearank_core.io.files import atomic_write
 from rearank_core.records import Messages
 
@@ -22,8 +23,7 @@ def length_stats(lengths: list[int]) -> dict[str, float] | None:
 
 def token_lengths(tokenizer: Any, prompts: list[Messages], completions: list[str] | None = None) -> dict[str, Any]:
     """Prompt lengths as the model sees them (chat template with the generation prompt) and completion lengths."""
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    prompt = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    prompt = [len(ids) for ids in hf_chat_ids(tokenizer, prompts)]
     out: dict[str, Any] = {"prompt_tokens": length_stats(prompt)}
     if completions is not None:
         done = [len(ids) for ids in tokenizer(completions, add_special_tokens=False)["input_ids"]] if completions else []

@@ -40,22 +40,26 @@ from rearank_core.io.training_data import (
 )
 from rearank_core.progress import progress_bar
 from rearank_core.prompts import PromptTemplate, Tokenizer, load_template, render
-from rearank_core.prompts.parsing import OK, parse_window
+from rearank_core.prompts.parsing import OK, identifiers, parse_window
 
 log = logging.getLogger(__name__)
 
 GOLD = "gold"
 _THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
 _RELEVANT = re.compile(r"<relevant>(.*?)</relevant>", re.S | re.I)
-_NUMBER = re.compile(r"\d+")
 # Words that say nothing about a passage's topic; left out of the gold rationale's query terms.
 _STOPWORDS = frozenset("""a an and are as at be by can do does for from how i in is it of on or that the this to
 was what when where which who why will with you your""".split())
 
 
+def gold_order(labels: list[int]) -> list[int]:
+    """1-based passage numbers by grade, best first; ties keep the window's order."""
+    return sorted(range(1, len(labels) + 1), key=lambda i: -labels[i - 1])
+
+
 def gold_answer(window: WindowRecord) -> TeacherRecord:
     """The gold teacher's record: qrels order (stable), relevant = grade > 0, a rationale from visible facts."""
-    final = sorted(range(1, len(window.labels) + 1), key=lambda i: -window.labels[i - 1])
+    final = gold_order(window.labels)
     relevant = [i for i in final if window.labels[i - 1] > 0]
     return TeacherRecord(id=window.id, qid=window.qid, window_sha=window.sha(), teacher=GOLD, status=TEACHER_OK,
                          reasoning=gold_rationale(window.query, window.passages, final), final=final,
@@ -82,7 +86,7 @@ def parse_teacher(window: WindowRecord, completion: Completion, teacher: str) ->
     parsed = parse_window(completion.text, n, "think_answer", completion.finish_reason)
     think = _THINK.search(completion.text)
     relevant_block = _RELEVANT.search(completion.text)
-    relevant = list(dict.fromkeys(int(x) for x in _NUMBER.findall(relevant_block.group(1)))) if relevant_block else []
+    relevant = list(dict.fromkeys(identifiers(relevant_block.group(1)))) if relevant_block else []
     status, error = TEACHER_OK, ""
     if parsed.status != OK:
         status = TEACHER_MALFORMED

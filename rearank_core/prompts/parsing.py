@@ -41,6 +41,16 @@ def answer_text(completion: str, answer_format: str) -> str | None:
     return completion[cut + len("</think>"):] if cut >= 0 else completion
 
 
+def strict_format(completion: str) -> bool:
+    """The whole completion is exactly ``<think>…</think>`` then ``<answer>…</answer>``."""
+    return bool(_STRICT.match(completion))
+
+
+def identifiers(answer: str) -> list[int]:
+    """The passage numbers an answer names, in order (digits only, as the RankGPT lineage reads them)."""
+    return [int(n) for n in _NUMBER.findall(answer)]
+
+
 def repair(identifiers: list[int], size: int) -> tuple[list[int], int, int, int]:
     """1-based ids -> a full 0-based permutation: drop duplicates and out-of-range ids, then append the
     unmentioned positions in input order. Returns (order, duplicates, out_of_range, missing)."""
@@ -62,16 +72,16 @@ def repair(identifiers: list[int], size: int) -> tuple[list[int], int, int, int]
 
 def parse_window(completion: str, size: int, answer_format: str, finish_reason: str = "stop") -> ParsedWindow:
     """Parse a completion for a window of ``size`` passages."""
-    strict = bool(_STRICT.match(completion))
+    strict = strict_format(completion)
     answer = answer_text(completion, answer_format)
     if answer_format == "plain" and finish_reason == "length":
         answer = None  # a bare permutation cut off by the token limit is not a finished answer
     identity = list(range(size))
     if answer is None:
         return ParsedWindow(identity, TRUNCATED if finish_reason == "length" else NO_ANSWER, missing=size, strict_format=strict)
-    identifiers = [int(n) for n in _NUMBER.findall(answer)]
-    if not identifiers:
+    named = identifiers(answer)
+    if not named:
         return ParsedWindow(identity, TRUNCATED if finish_reason == "length" else NO_ANSWER, missing=size, strict_format=strict)
-    order, dup, oor, miss = repair(identifiers, size)
+    order, dup, oor, miss = repair(named, size)
     status = OK if dup == oor == miss == 0 else REPAIRED
     return ParsedWindow(order, status, dup, oor, miss, strict)

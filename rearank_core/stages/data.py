@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rearank_core.backends.base import hf_truncate, load_hf_tokenizer
+from rearank_core.backends.base import hf_chat_ids, hf_truncate, load_hf_tokenizer
 from rearank_core.config import (
     DataConfig,
     DataSource,
@@ -141,8 +141,7 @@ def validate_stage(path: str | Path, kind: str, cfg: DataConfig, tracking: Track
         tokenizer = load_hf_tokenizer(cfg.tokenizer, Path(model_cache))
 
         def count(messages: list[dict[str, str]]) -> int:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(hf_chat_ids(tokenizer, [messages])[0])
 
     report = validate_file(path, kind, max_prompt_tokens=cfg.max_prompt_tokens if count else None,
                            count_tokens=count, eval_qids=evals.by_qid, eval_texts=evals.by_text,

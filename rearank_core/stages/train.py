@@ -10,7 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rearank_core.config import GRPOTrainConfig, RewardConfig, SFTTrainConfig, TrackingConfig
+from rearank_core.config import (
+    GRPOTrainConfig,
+    RewardConfig,
+    SFTTrainConfig,
+    TrackingConfig,
+)
 from rearank_core.io.files import atomic_write
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.training.grpo import run_grpo

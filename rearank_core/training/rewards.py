@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from rearank_core.evaluation import window_ndcg
-from rearank_core.prompts.parsing import answer_text, parse_window
+from rearank_core.prompts.parsing import (
+    answer_text,
+    identifiers,
+    parse_window,
+    strict_format,
+)
 
-_STRICT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.S | re.I)
 _RANKING = re.compile(r"\s*\[\d+\](\s*>\s*\[\d+\])*\s*")
-_NUMBER = re.compile(r"\d+")
 
 Completion = str | list[dict[str, str]]
 
@@ -31,11 +34,6 @@ def completion_text(completion: Completion) -> str:
     if isinstance(completion, str):
         return completion
     return str(completion[-1]["content"]) if completion else ""
-
-
-def strict_format(text: str) -> bool:
-    """The whole completion is exactly ``<think>…</think>`` then ``<answer>…</answer>``."""
-    return bool(_STRICT.match(text))
 
 
 def answer_format(text: str) -> bool:
@@ -51,7 +49,8 @@ def rearank_components(completions: Sequence[Completion], labels: Sequence[Seque
     if len(completions) != len(labels):
         raise ValueError(f"{len(completions)} completions for {len(labels)} label lists")
     texts = [completion_text(c) for c in completions]
-    orders = [parse_window(t, len(g), "think_answer").order for t, g in zip(texts, labels, strict=True)]
+    parsed = [parse_window(t, len(g), "think_answer") for t, g in zip(texts, labels, strict=True)]
+    orders = [p.order for p in parsed]
     ideal = [sorted(range(len(g)), key=lambda j, g=g: -g[j]) for g in labels]
     grades = [list(g) for g in labels]
     answer = window_ndcg(grades, orders)
@@ -59,7 +58,7 @@ def rearank_components(completions: Sequence[Completion], labels: Sequence[Seque
     best = window_ndcg(grades, ideal)
     gain = [0.0 if b - i <= 0 else max(-gain_clip, min(gain_clip, (a - i) / (b - i)))
             for a, i, b in zip(answer, initial, best, strict=True)]
-    return {"gain": gain, "strict_format": [float(strict_format(t)) for t in texts],
+    return {"gain": gain, "strict_format": [float(p.strict_format) for p in parsed],
             "answer_format": [float(answer_format(t)) for t in texts], "ndcg10": answer}
 
 
@@ -128,7 +127,7 @@ def multiview_components(completions: Sequence[Completion], relevant: Sequence[S
             valid.append(-1.0)
             answers.append(None)
             continue
-        ids = [int(n) for n in _NUMBER.findall(answer)]
+        ids = identifiers(answer)
         ok = len(ids) == len(reference) and len(set(ids)) == len(ids) and set(ids) == set(reference)
         valid.append(1.0 if ok else 0.0)
         answers.append(ids if ok else None)

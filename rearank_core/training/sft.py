@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rearank_core.backends.base import hf_chat_ids
 from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
 from rearank_core.io.training_data import SFTRecord
@@ -34,9 +35,8 @@ def sft_rows(records: list[SFTRecord]) -> list[dict[str, Any]]:
 def check_lengths(records: list[SFTRecord], tokenizer: Any, max_length: int, path: str | Path) -> int:
     """The longest record in tokens; a record past ``max_length`` is an error naming it (never dropped)."""
     longest = 0
-    for number, record in enumerate(records, start=1):
-        text = tokenizer.apply_chat_template(record.messages, tokenize=False)
-        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lengths = [len(ids) for ids in hf_chat_ids(tokenizer, [r.messages for r in records], add_generation_prompt=False)]
+    for number, (record, length) in enumerate(zip(records, lengths, strict=True), start=1):
         if length > max_length:
             raise InputError(f"record {record.id} is {length} tokens, past sft.max_length {max_length}; raise it or "
                              "shorten the passages", path, number, "messages")
