@@ -79,10 +79,10 @@ def _requests(queries: int):
 
 
 def phase_optimized(queries: int, batch_size: int, work: Path) -> dict:
+    from rearank_core.config import RerankConfig
     from rearank_core.evaluation import evaluate
     from rearank_core.io.trec import read_qrels
     from rearank_core.records import requests_to_run, results_to_run
-    from rearank_core.config import RerankConfig
     from rearank_core.rerank import Reranker
 
     requests = _requests(queries)

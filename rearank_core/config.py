@@ -2,7 +2,8 @@
 
 ``load_params`` validates the whole file on load: an unknown key, a value of the wrong type (``window: "20"``)
 or out of range is one ``InputError`` naming the file, the line and the key. Command-line overrides go
-through the same checks (``override``), before any heavy work starts.
+through the same checks (``override``), before any heavy work starts. A profile (``profiles/paper.yaml``) is a
+params file that ``extends`` another and names only what it changes.
 
 The knob defaults below are the Python API's; paths exist only in params.yaml (the job sections have no
 defaults), which the CLI, ``dvc.yaml`` (``${section.key}``) and the Prefect flows all read."""
@@ -263,7 +264,35 @@ class GRPOTrainConfig(TrainerKnobs):
     learning_rate: float = knob(1e-6, "peak learning rate (ReasonRank: 1e-6)", min=0, option="--learning-rate")
     grad_accum: int = knob(1, "generation batches accumulated per optimiser step", min=1)
     use_vllm: bool = knob(False, "generate rollouts with vLLM (GPU)")
+    vllm_mode: str = knob("colocate", "vLLM generation: colocate (in the training processes) or server (a separate "
+                                      "`trl vllm-serve`)", choices=("colocate", "server"))
+    vllm_server_base_url: str | None = knob(None, "server mode: the `trl vllm-serve` URL, e.g. http://10.0.0.5:8000")
+    rollout_engine: str = knob("auto", "who generates rollouts without vLLM: engine (the project's batched decoder, "
+                                       "one prefill per group), trl (TRL's generate), auto (engine on CPU)",
+                               choices=("auto", "engine", "trl"))
     save_steps: int = knob(5, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
+
+
+@dataclass
+class EvalDataset:
+    """One dataset of the evaluation suite: first-stage candidates reranked to their top-k, scored on qrels."""
+
+    name: str = knob(help="dataset name, in metric names (ndcg_at_10_<name>)")
+    candidates: str = knob(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")
+    qrels: str = knob(help="TREC or BEIR qrels")
+    top_k: int = knob(30, "rerank the first K candidates", min=1)
+    queries: int | None = knob(None, "the first N queries only; null: all", min=1)
+
+
+@dataclass
+class SuiteConfig:
+    """The evaluation suite (section ``suite``): ``rearank evaluate-model`` reranks each dataset with the
+    ``rerank`` settings and writes BM25 vs model metrics."""
+
+    name: str = knob("default", "suite name, in MLflow")
+    datasets: tuple[EvalDataset, ...] = knob((), "datasets to rerank and score")
+    metrics: str = knob("metrics/eval", "folder of one summary JSON per evaluated model label (output)")
+    work: str = knob("work/eval", "runs, traces and per-dataset metrics, one folder per label (output)")
 
 
 @dataclass
@@ -274,6 +303,9 @@ class TrainJob:
     sft_metrics: str = knob(help="SFT figures JSON (output, a DVC metrics file)")
     grpo_dir: str = knob(help="GRPO checkpoints and the final model (output)")
     grpo_metrics: str = knob(help="GRPO figures JSON (output, a DVC metrics file)")
+    sft_history: str = knob(help="SFT per-step log CSV: loss, learning rate (output, a DVC plot)")
+    grpo_history: str = knob(help="GRPO per-step log CSV: reward, each component, format-valid rate (output, a DVC "
+                                   "plot)")
 
 
 @dataclass
@@ -304,6 +336,7 @@ class Params:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     grpo: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
     data_job: DataJob | None = None
@@ -321,7 +354,7 @@ class Params:
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "sft": SFTTrainConfig,
-                             "grpo": GRPOTrainConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
+                             "grpo": GRPOTrainConfig, "suite": SuiteConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
                              "data_job": DataJob, "train_job": TrainJob}
 
 
@@ -401,38 +434,40 @@ def coerce(value: Any, hint: Any, meta: dict[str, Any]) -> Any:
 
 
 def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
-            lines: dict[str, int] | None = None) -> T:
-    """Build ``cls`` from one section's mapping, every key checked; errors name the file, line and key."""
+            lines: dict[str, int] | None = None, files: dict[str, Path] | None = None) -> T:
+    """Build ``cls`` from one section's mapping, every key checked; errors name the file, line and key.
+    ``files``: the file each ``section.key`` came from where it is not ``path`` (a profile's overlay)."""
     lines = lines or {}
+    files = files or {}
     if not isinstance(raw, dict):
-        raise InputError(f"expected a mapping of keys, got {_describe(raw)}", path, lines.get(name), name)
+        raise InputError(f"expected a mapping of keys, got {_describe(raw)}", files.get(name, path), lines.get(name),
+                         name)
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"{name}.{key}"
+        origin = files.get(where, path)
         if key not in known:
-            raise InputError(f"unknown key; known: {', '.join(known)}", path, lines.get(where), where)
+            raise InputError(f"unknown key; known: {', '.join(known)}", origin, lines.get(where), where)
         item_cls = _entry_class(hints[key])
         if item_cls is not None and isinstance(value, list):
-            value = [section(item, f"{where}[{i}]", item_cls, path,
+            value = [section(item, f"{where}[{i}]", item_cls, origin,
                              {f"{where}[{i}]": lines[where]} if where in lines else {})
                      for i, item in enumerate(value)]
         try:
             values[key] = coerce(value, hints[key], dict(known[key].metadata))
         except ValueError as exc:
-            raise InputError(str(exc), path, lines.get(where), where) from None
+            raise InputError(str(exc), origin, lines.get(where), where) from None
     missing = [k for k, f in known.items() if k not in values and f.default is MISSING and f.default_factory is MISSING]
     if missing:
-        raise InputError(f"missing key(s): {', '.join(missing)}", path, lines.get(name), f"{name}.{missing[0]}")
+        raise InputError(f"missing key(s): {', '.join(missing)}", files.get(name, path), lines.get(name),
+                         f"{name}.{missing[0]}")
     return cls(**values)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Every section of params.yaml, validated. A missing file gives the built-in defaults and no jobs."""
-    path = Path(path)
-    if not path.is_file():
-        return Params(path=str(path))
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """One params file's top-level mapping and the line of each key; invalid YAML names its line."""
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
@@ -444,10 +479,49 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     data = data or {}
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of sections, got {_describe(data)}", path)
+    return data, lines
+
+
+def _merged(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, int], dict[str, Path]]:
+    """A params file's sections laid over those of the file it ``extends`` (recursively): an overlay key replaces
+    the base's, the base's other keys stay, a section only the overlay has is taken whole. Returns the merged
+    mapping with each section's and key's line and file, so errors point where the value was written."""
+    data, lines = _read(path)
+    files = dict.fromkeys(lines, path)
+    if "extends" not in data:
+        return data, lines, files
+    ref = data.pop("extends")
+    chain = (*chain, path.resolve())
+    if not isinstance(ref, str) or not ref:
+        raise InputError(f"expected the path of the params file this one extends, got {_describe(ref)}", path,
+                         lines.get("extends"), "extends")
+    base = path.parent / ref
+    if base.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base.resolve()))
+        raise InputError(f"extends cycle: {cycle}", path, lines.get("extends"), "extends")
+    if not base.is_file():
+        raise InputError(f"no such params file: {base}", path, lines.get("extends"), "extends")
+    merged, base_lines, base_files = _merged(base, chain)
+    for name, value in data.items():
+        below = merged.get(name)
+        merged[name] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged, {**base_lines, **lines}, {**base_files, **files}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Every section of params.yaml, validated. A missing file gives the built-in defaults and no jobs. A file
+    starting with ``extends: base.yaml`` (relative to itself) is a profile: its sections are laid over the base's
+    key by key (``_merged``), then the result is validated as one file; ``Params.path`` stays ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        return Params(path=str(path))
+    data, lines, files = _merged(path)
     for name in data:
         if name not in SECTIONS:
-            raise InputError(f"unknown section; known: {', '.join(SECTIONS)}", path, lines.get(str(name)), str(name))
-    built = {name: section(data[name], name, cls, path, lines) for name, cls in SECTIONS.items() if name in data}
+            raise InputError(f"unknown section; known: extends, {', '.join(SECTIONS)}", files.get(str(name), path),
+                             lines.get(str(name)), str(name))
+    built = {name: section(data[name], name, cls, path, lines, files) for name, cls in SECTIONS.items()
+             if name in data}
     return Params(**built, path=str(path))
 
 

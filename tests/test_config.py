@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_params_file_loads(root: Path) -> None:
     params = load_params(root / "params.yaml")
-    assert params.rerank.window == 20 and params.bm25.k1 == 0.9
+    assert params.rerank.window == 10 and params.bm25.k1 == 0.9
     assert params.job("baseline").corpus == "data/beir/scifact/corpus.jsonl"
     assert params.job("rerank_job").queries == 5
     for cls in SECTIONS.values():  # every field documents itself

@@ -86,6 +86,22 @@ def test_sft_lora_saves_an_adapter(sft_records: Path, tiny_dir: Path, tmp_path: 
     assert backend.engine == "loop" and backend.complete([[{"role": "user", "content": "Hi"}]], 2)[0].completion_tokens
 
 
+def test_grpo_goes_on_training_the_sft_adapter_and_ships_one_adapter(sft_records: Path, records: tuple[Path, Path],
+                                                                      tiny_dir: Path, tmp_path: Path) -> None:
+    """SFT (LoRA) then GRPO (LoRA) from its folder: GRPO trains the same adapter, and the final folder is one
+    adapter naming the base as the user gave it (so it loads on another machine), which the backend merges."""
+    sft_out, grpo_out = tmp_path / "sft", tmp_path / "grpo"
+    run_sft(config(tiny_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=1), sft_records, sft_out, tmp_path)
+    figures = run_grpo(grpo_config(sft_out, lora=True, lora_r=8), RewardConfig(), records[1], grpo_out, tmp_path)
+    assert figures["steps"] == 1 and figures["lora"]
+    adapter = json.loads((grpo_out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4  # the SFT adapter, trained on (grpo.lora_r applies to a fresh adapter only)
+    assert adapter["base_model_name_or_path"] == str(tiny_dir)
+    assert not (grpo_out / "model.safetensors").exists()
+    backend = TransformersBackend(str(grpo_out), dtype="float32", device="cpu")
+    assert backend.complete([[{"role": "user", "content": "Hi"}]], 2)[0].completion_tokens
+
+
 def test_a_record_past_max_length_is_an_error_naming_it(sft_records: Path, tiny_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"sft.jsonl:1: field 'messages': record dl21/\S+ is \d+ tokens"):
         run_sft(config(tiny_dir, max_length=100), sft_records, tmp_path / "x", tmp_path)
@@ -111,6 +127,8 @@ def test_cli_train_sft_logs_to_mlflow(sft_records: Path, tiny_dir: Path, tmp_pat
     assert run.data.metrics["sft_train_loss"] == pytest.approx(figures["train_loss"])
     assert run.data.params["rearank.sft.max_steps"] == "2"
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2  # the trainer's per-step figures
+    history = (tmp_path / "metrics" / "train" / "sft_history.csv").read_text().splitlines()  # the DVC plot
+    assert history[0].startswith("step,") and "loss" in history[0].split(",") and len(history) == 3
 
 
 def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
@@ -119,18 +137,21 @@ def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
     return replace(base, **knobs)
 
 
-@pytest.mark.parametrize("reward", ["rearank", "multiview"])
+@pytest.mark.parametrize(("reward", "engine"), [("rearank", "auto"), ("multiview", "trl")])
 def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path,
-                                                      reward: str) -> None:
+                                                      reward: str, engine: str) -> None:
     out = tmp_path / "grpo"
-    first = run_grpo(grpo_config(tiny_dir, reward=reward), RewardConfig(), records[1], out, tmp_path)
+    first = run_grpo(grpo_config(tiny_dir, reward=reward, rollout_engine=engine), RewardConfig(), records[1], out,
+                     tmp_path)
+    assert first["rollouts"] == {"auto": "engine", "trl": "trl"}[engine]  # auto: the project's engine on CPU
     assert first["steps"] == 1 and first["records"] == 2 and first["first_reward"] is not None
     assert (out / "checkpoint-1").is_dir() and (out / "model.safetensors").is_file()
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     logged = state["log_history"][0]
     component = {"rearank": "rearank/answer_format", "multiview": "multiview/valid"}[reward]  # the format-valid rate
     assert f"rewards/{reward}/mean" in logged and component in logged and "completions/mean_length" in logged
-    again = run_grpo(grpo_config(tiny_dir, reward=reward, max_steps=2), RewardConfig(), records[1], out, tmp_path)
+    again = run_grpo(grpo_config(tiny_dir, reward=reward, max_steps=2, rollout_engine=engine), RewardConfig(),
+                     records[1], out, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
 
 

@@ -160,3 +160,40 @@ def test_named_dtypes():
     assert pick_dtype("float32", "cpu") == torch.float32 and pick_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(BackendError):
         pick_dtype("int3", "cpu")
+
+
+def test_repeated_prompts_share_one_prefill_and_decode_alike(tiny_dir):
+    """A GRPO group repeats its prompt: the loop engine prefills it once, and greedy rows stay identical to the
+    prompt decoded alone."""
+    backend = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=8, device="cpu", stop_strings=())
+    ids = backend.prompt_ids([PROMPTS[0], PROMPTS[1]])
+    rows = [ids[0], ids[0], ids[1], ids[0]]
+    calls = []
+    decoder_module = backend.model.get_decoder()
+    hook = decoder_module.register_forward_hook(lambda _m, args, kwargs_out: calls.append(1))
+    try:
+        out = backend.decoder.generate(rows, 6)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 + 5  # two distinct prompts prefilled, then 5 batched decode steps
+    alone = [backend.decoder.generate([row], 6)[0] for row in rows]
+    assert out == alone
+
+
+def test_sampling_decoder_varies_within_a_group_and_top_k_1_is_greedy(tiny_dir):
+    import torch
+
+    greedy = TransformersBackend(str(tiny_dir), dtype="float32", batch_size=8, device="cpu", stop_strings=())
+    ids = greedy.prompt_ids([PROMPTS[0]])[0]
+    expected = greedy.decoder.generate([ids], 8)[0][0]
+    for engine in ("loop", "generate"):
+        top1 = transformers_engine.Decoder(greedy.model, greedy.tokenizer, "cpu", engine=engine,
+                                           sampling=transformers_engine.Sampling(temperature=0.7, top_k=1))
+        assert [row for row, _ in top1.generate([ids, ids], 8)] == [expected, expected]
+    torch.manual_seed(0)
+    hot = transformers_engine.Decoder(greedy.model, greedy.tokenizer, "cpu", engine="loop",
+                                      sampling=transformers_engine.Sampling(temperature=1.5, top_p=0.95))
+    rows = [row for row, _ in hot.generate([ids] * 4, 8)]
+    assert len({tuple(r) for r in rows}) > 1  # a random 2-layer model spreads its probability widely
+    with pytest.raises(BackendError, match="temperature"):
+        transformers_engine.Decoder(greedy.model, greedy.tokenizer, "cpu", sampling=transformers_engine.Sampling(0))

@@ -1,5 +1,5 @@
 """Local greedy generation with Hugging Face transformers, on CPU or one GPU: loads the model and its
-tokenizer, renders chat prompts to token ids, and hands them to ``transformers_engine.GreedyDecoder``."""
+tokenizer, renders chat prompts to token ids, and hands them to ``transformers_engine.Decoder``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from rearank_core.backends.adapters import adapter_base, is_adapter, load_causal_lm
 from rearank_core.backends.base import (
     Completion,
     check_call,
@@ -15,8 +16,9 @@ from rearank_core.backends.base import (
     hf_truncate,
     local_model,
 )
+from rearank_core.backends.embedded import resolve_model
 from rearank_core.backends.transformers_engine import (
-    GreedyDecoder,
+    Decoder,
     pick_device,
     pick_dtype,
 )
@@ -42,7 +44,7 @@ class TransformersBackend:
         if batch_size < 1:
             raise BackendError(f"batch_size must be at least 1, got {batch_size}")
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         if threads is not None:
@@ -55,15 +57,11 @@ class TransformersBackend:
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         hf_logging.disable_progress_bar()  # the weight-loading bar: the reranker shows its own progress
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            if (Path(self.path) / "adapter_config.json").is_file():  # a LoRA adapter (rearank train --lora)
-                from peft import AutoPeftModelForCausalLM
-
-                self.model = AutoPeftModelForCausalLM.from_pretrained(
-                    self.path, dtype=self.dtype, attn_implementation="sdpa").merge_and_unload()
-            else:
-                self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype,
-                                                                  attn_implementation="sdpa")
+            tokenizer_path = self.path
+            if is_adapter(self.path) and not (Path(self.path) / "tokenizer_config.json").is_file():
+                tokenizer_path = resolve_model(adapter_base(self.path), Path(cache_dir))  # an adapter alone
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            self.model = load_causal_lm(self.path, Path(cache_dir), self.dtype)
         except Exception as exc:  # OSError (missing / not cached), ValueError (not a causal LM), ...
             hint = ("; HF_HUB_OFFLINE is set, so a hub id loads only from the local Hugging Face cache"
                     if offline and not Path(self.path).is_dir() else "")
@@ -80,7 +78,7 @@ class TransformersBackend:
         tok.padding_side = "left"
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        self.decoder = GreedyDecoder(self.model, tok, self.device, stop_strings=stop_strings,
+        self.decoder = Decoder(self.model, tok, self.device, stop_strings=stop_strings,
                                      min_new_tokens=min_new_tokens, engine=engine)
         self.engine = self.decoder.engine
 

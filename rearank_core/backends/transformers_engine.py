@@ -1,10 +1,11 @@
-"""Greedy decoding of token-id rows on a loaded Hugging Face causal LM, on CPU or one GPU.
+"""Decoding of token-id rows on a loaded Hugging Face causal LM, on CPU or one GPU: greedy (reranking) or
+sampled (GRPO rollouts).
 
 Two engines produce the same greedy tokens:
 
-- ``loop`` (the default on CPU for Llama/Qwen/Mistral-style decoders): each prompt is prefilled on its own
-  (no padding, causal flash attention), its KV cache is copied right-aligned into one preallocated
-  batch slab, and the batch decodes one token per step writing the cache in place (no ``torch.cat`` of
+- ``loop`` (the default on CPU for Llama/Qwen/Mistral-style decoders): each distinct prompt is prefilled once on
+  its own (no padding, causal flash attention; a GRPO group of identical prompts costs one prefill), its KV cache
+  is copied right-aligned into one preallocated batch slab, and the batch decodes one token per step writing the cache in place (no ``torch.cat`` of
   the whole cache per step). Rows that end drop out of the batch and leading padding columns are cut.
   On a CPU the batched ``generate`` path is several times slower: a left-padded prefill takes SDPA's
   masked (non-flash) kernel and the dynamic cache copies itself on every step.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 
 from rearank_core.errors import BackendError
 
@@ -118,14 +120,25 @@ def loop_supported(model: object) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-class GreedyDecoder:
-    """Greedy decoding of prompt token ids (EOS or a stop string ends a row) with one of the two engines.
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of greedy choice, as HF's ``generate`` does it: logits / temperature, then the top-k
+    tokens (0: all), then the smallest set holding ``top_p`` of the probability."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+class Decoder:
+    """Decoding of prompt token ids (EOS or a stop string ends a row) with one of the two engines, greedy or
+    with ``sampling`` (torch's global RNG, so a seeded trainer samples reproducibly).
 
     ``min_new_tokens``: EOS is suppressed until a row has this many tokens (HF's option of the same name; stop
     strings still end it). ``last_stats``: time split of the last ``generate`` call (seconds), for benchmarks."""
 
     def __init__(self, model: object, tokenizer: object, device: str, stop_strings: tuple[str, ...] = (),
-                 min_new_tokens: int = 0, engine: str = "auto"):
+                 min_new_tokens: int = 0, engine: str = "auto", sampling: Sampling | None = None):
         from transformers import GenerationConfig
 
         if engine not in ENGINES:
@@ -139,8 +152,13 @@ class GreedyDecoder:
         if tok.eos_token_id is not None:
             eos_ids.add(tok.eos_token_id)
         self.eos_ids = sorted(eos_ids)
+        if sampling is not None and sampling.temperature <= 0:
+            raise BackendError(f"sampling temperature must be above 0, got {sampling.temperature}")
+        self.sampling = sampling
+        sample_args = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                        "top_k": sampling.top_k or None} if sampling else {"do_sample": False})
         self.generation_config = GenerationConfig(
-            do_sample=False, num_beams=1, eos_token_id=self.eos_ids or None, pad_token_id=tok.pad_token_id,
+            **sample_args, num_beams=1, eos_token_id=self.eos_ids or None, pad_token_id=tok.pad_token_id,
             bos_token_id=tok.bos_token_id, use_cache=True, stop_strings=list(self.stop_strings) or None,
             min_new_tokens=self.min_new_tokens or None)
         # Tokens a stop string can span (every token decodes to at least one character, bar specials).
@@ -198,14 +216,31 @@ class GreedyDecoder:
         return [self._finish_generate_row(row, max_new_tokens) for row in out[:, width:].tolist()]
 
     def _next_tokens(self, hidden, generated: int) -> list[int]:
-        """Greedy next tokens of [batch, hidden] states, ``generated`` tokens into every row. (V x H) @ (H x B)
-        is up to 2x faster than F.linear for small batches on CPU BLAS; argmax does not care about the layout."""
+        """Next tokens of [batch, hidden] states, ``generated`` tokens into every row. (V x H) @ (H x B) is up to
+        2x faster than F.linear for small batches on CPU BLAS; argmax does not care about the layout."""
         import torch
 
         logits = torch.mm(self.model.get_output_embeddings().weight, hidden.t())
         if generated < self.min_new_tokens and self.eos_ids:
             logits[self.eos_ids] = float("-inf")
-        return logits.argmax(0).tolist()
+        if self.sampling is None:
+            return logits.argmax(0).tolist()
+        return self._sample(logits.t().float() / self.sampling.temperature)
+
+    def _sample(self, logits) -> list[int]:
+        """One token per row of [batch, vocab] tempered logits, top-k then top-p filtered."""
+        import torch
+
+        top_k, top_p = self.sampling.top_k, self.sampling.top_p
+        if 0 < top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            ordered, order = torch.sort(logits, dim=-1, descending=True)
+            mass = ordered.softmax(-1).cumsum(-1)
+            drop = mass - ordered.softmax(-1) >= top_p  # keep the tokens until the mass first reaches top_p
+            logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+        return torch.multinomial(logits.softmax(-1), 1).squeeze(-1).tolist()
 
     def _generate_loop(self, rows: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], str]]:
         import torch
@@ -221,15 +256,23 @@ class GreedyDecoder:
         capacity = width + max_new_tokens
         keys: list = []
         values: list = []
-        first: list[int] = []
+        last: list = []  # each row's final prompt state: its first token is chosen from it
+        seen: dict[tuple[int, ...], int] = {}  # prompt -> the first row that holds it
         stats = self.last_stats
         t0 = time.perf_counter()
         with torch.inference_mode():
-            # Prefill one prompt at a time: no padding, so SDPA runs its causal flash kernel.
+            # Prefill each distinct prompt once, on its own: no padding, so SDPA runs its causal flash kernel.
             for i, ids in enumerate(rows):
+                pad = width - lens[i]
+                twin = seen.setdefault(tuple(ids), i)
+                if twin != i:
+                    for buffer in keys + values:
+                        buffer[i].copy_(buffer[twin])
+                    last.append(last[twin])
+                    continue
                 cache = DynamicCache(config=model.config)
                 out = decoder(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
-                first.extend(self._next_tokens(out.last_hidden_state[:, -1], 0))
+                last.append(out.last_hidden_state[0, -1])
                 for layer_idx, layer in enumerate(cache.layers):
                     k, v = layer.keys, layer.values
                     if i == 0:
@@ -237,12 +280,12 @@ class GreedyDecoder:
                         shape_v = (n, v.shape[1], capacity, v.shape[3])
                         keys.append(torch.empty(shape_k, dtype=k.dtype, device=device))
                         values.append(torch.empty(shape_v, dtype=v.dtype, device=device))
-                    pad = width - lens[i]
                     keys[layer_idx][i, :, :pad].zero_()  # masked, but must not hold NaN/inf garbage
                     values[layer_idx][i, :, :pad].zero_()
                     keys[layer_idx][i, :, pad:width].copy_(k[0])
                     values[layer_idx][i, :, pad:width].copy_(v[0])
                 del cache, out
+            first = self._next_tokens(torch.stack(last), 0)
 
             t1 = time.perf_counter()
             stats["prefill_s"] = stats.get("prefill_s", 0.0) + t1 - t0

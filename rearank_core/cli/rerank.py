@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from rearank_core.cli.common import (
     ParamsOpt,
@@ -17,6 +18,7 @@ from rearank_core.cli.common import (
     user_errors,
 )
 from rearank_core.config import RerankConfig, field_help, override
+from rearank_core.errors import InputError
 
 H = {key: f"{text} (default: params rerank.{key})" for key, text in field_help(RerankConfig).items()}
 
@@ -70,3 +72,35 @@ def rerank(
               f"{percent(summary.format_valid_rate)}, repaired {percent(summary.repaired_rate)}; statuses "
               f"{dict(summary.status)}; tokens: {summary.prompt_tokens} prompt, {summary.completion_tokens} "
               f"completion; run written to {run}")
+
+
+@app.command("evaluate-model")
+@user_errors
+def evaluate_model(
+    model: Annotated[str | None, typer.Option(help=H["model"])] = None,
+    label: Annotated[str, typer.Option(help="name of this model's results: <suite.metrics>/<label>.json")] = "model",
+    backend: Annotated[str | None, typer.Option(help=H["backend"])] = None,
+    base_url: Annotated[str | None, typer.Option(help=H["base_url"])] = None,
+    batch_size: Annotated[int | None, typer.Option(help=H["batch_size"])] = None,
+    track: Annotated[bool | None, typer.Option("--track/--no-track",
+                                               help="log to MLflow (default: params tracking.enabled)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Rerank and score every dataset of params.yaml's ``suite`` with one model, next to BM25 on the same queries."""
+    p = start(params, quiet)
+    cfg = override(p.rerank, "rerank", model=model, backend=backend, base_url=base_url, batch_size=batch_size)
+    tracking = override(p.tracking, "tracking", enabled=track)
+    if not p.suite.datasets:
+        raise InputError("no datasets to evaluate", p.path, field="suite.datasets")
+    from rearank_core.stages.evaluate_model import evaluate_model_stage
+
+    report = evaluate_model_stage(label, p.suite, cfg, p.evaluate, tracking, show_progress=not quiet)
+    table = Table(title=f"{cfg.model} ({p.suite.name} suite, window {cfg.window} step {cfg.step})")
+    for column in ("dataset", "queries", "top-k", "BM25 nDCG@10", f"{label} nDCG@10", "format-valid"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, row in report["datasets"].items():
+        table.add_row(name, str(row["queries"]), str(row["top_k"]), f"{row['bm25']['ndcg@10']:.4f}",
+                      f"{row['reranked']['ndcg@10']:.4f}", percent(row["format_valid_rate"]))
+    err.print(table)
+    err.print(f"written to {p.suite.metrics}/{label}.json")

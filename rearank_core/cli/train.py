@@ -1,4 +1,4 @@
-"""``rearank train``: SFT (and, next, GRPO). Paths default to params.yaml's ``data_job`` and ``train_job``."""
+"""``rearank train``: SFT and GRPO. Paths default to params.yaml's ``data_job`` and ``train_job``."""
 
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ S = {k: f"{v} (default: params sft.{k})" for k, v in field_help(SFTTrainConfig).
 G = {k: f"{v} (default: params grpo.{k})" for k, v in field_help(GRPOTrainConfig).items()}
 
 
-def _paths(p: Params, records: Path | None, output: Path | None, metrics_out: Path | None,
-           kind: str) -> tuple[Path, Path, Path]:
-    """Records, output folder and metrics file, or their ``data_job`` / ``train_job`` defaults."""
+def _paths(p: Params, records: Path | None, output: Path | None, metrics_out: Path | None, history_out: Path | None,
+           kind: str) -> tuple[Path, Path, Path, Path]:
+    """Records, output folder, metrics file and per-step log, or their ``data_job`` / ``train_job`` defaults."""
     return (job_path(records, p, "data_job", kind, "--records"),
             job_path(output, p, "train_job", f"{kind}_dir", "--output"),
-            job_path(metrics_out, p, "train_job", f"{kind}_metrics", "--metrics-out"))
+            job_path(metrics_out, p, "train_job", f"{kind}_metrics", "--metrics-out"),
+            job_path(history_out, p, "train_job", f"{kind}_history", "--history-out"))
 
 
 @train_app.command()
@@ -45,6 +46,7 @@ def sft(
     records: Annotated[Path | None, typer.Option(help="SFT records JSONL (default: params data_job.sft)")] = None,
     output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.sft_dir)")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.sft_metrics)")] = None,
+    history_out: Annotated[Path | None, typer.Option(help="per-step log CSV (default: params train_job.sft_history)")] = None,
     model: Annotated[str | None, typer.Option(help=S["model"])] = None,
     limit: Annotated[int | None, typer.Option(help=S["limit"])] = None,
     epochs: Annotated[float | None, typer.Option(help=S["epochs"])] = None,
@@ -58,10 +60,10 @@ def sft(
     p = start(params, quiet)
     cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora)
-    records, output, metrics_out = _paths(p, records, output, metrics_out, "sft")
+    records, output, metrics_out, history_out = _paths(p, records, output, metrics_out, history_out, "sft")
     from rearank_core.stages.train import train_sft_stage
 
-    figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out)
+    figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out, history_out)
     err.print(f"SFT: {figures['records']} records, {figures['steps']} steps, loss {figures['train_loss']:.4f}, "
               f"{figures['train_runtime_s']} s; model saved to {output} (rearank rerank --model {output})")
 
@@ -72,6 +74,7 @@ def grpo(
     records: Annotated[Path | None, typer.Option(help="GRPO records JSONL (default: params data_job.grpo)")] = None,
     output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.grpo_dir)")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.grpo_metrics)")] = None,
+    history_out: Annotated[Path | None, typer.Option(help="per-step log CSV (default: params train_job.grpo_history)")] = None,
     model: Annotated[str | None, typer.Option(help=G["model"])] = None,
     reward: Annotated[str | None, typer.Option(help=G["reward"])] = None,
     limit: Annotated[int | None, typer.Option(help=G["limit"])] = None,
@@ -85,9 +88,10 @@ def grpo(
     p = start(params, quiet)
     cfg = override(p.grpo, "grpo", model=model, reward=reward, limit=limit, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora)
-    records, output, metrics_out = _paths(p, records, output, metrics_out, "grpo")
+    records, output, metrics_out, history_out = _paths(p, records, output, metrics_out, history_out, "grpo")
     from rearank_core.stages.train import train_grpo_stage
 
-    figures = train_grpo_stage(records, output, cfg, p.rewards, p.tracking, p.rerank.model_cache, metrics_out)
+    figures = train_grpo_stage(records, output, cfg, p.rewards, p.tracking, p.rerank.model_cache, metrics_out,
+                               history_out)
     err.print(f"GRPO: {figures['records']} records, {figures['steps']} steps, reward {figures['first_reward']} -> "
               f"{figures['last_reward']}, {figures['train_runtime_s']} s; model saved to {output}")

@@ -4,6 +4,7 @@ transformers' MLflow callback) and a metrics file."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,12 +23,27 @@ from rearank_core.training.grpo import run_grpo
 from rearank_core.training.sft import run_sft
 
 
+def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
+    """The trainer's per-step log as CSV (one row per logged step, the final summary row left out): what
+    ``dvc plots`` draws."""
+    rows = [row for row in history if "train_runtime" not in row]
+    columns = ["step"] + sorted({key for row in rows for key in row} - {"step"})
+    with atomic_write(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _tracked(tracking: TrackingConfig, stage: str, params: dict[str, Any], metrics_out: str | Path | None,
-             train: Callable[[list[str] | None], dict[str, Any]]) -> dict[str, Any]:
+             history_out: str | Path | None, train: Callable[[list[str] | None], dict[str, Any]]) -> dict[str, Any]:
     with stage_run(tracking, stage) as tracked:
         # Prefixed: the trainer's MLflow callback logs its own arguments (learning_rate, ...) as params.
         tracked.params({f"rearank.{k}": v for k, v in params.items()})
         figures = train(["mlflow"] if tracking.enabled else None)
+        history = figures.pop("history")
+        if history_out is not None:
+            write_history(history, history_out)
+            tracked.artifact(history_out)
         if metrics_out is not None:
             with atomic_write(metrics_out) as handle:
                 json.dump(figures, handle, indent=2)
@@ -40,18 +56,19 @@ def _tracked(tracking: TrackingConfig, stage: str, params: dict[str, Any], metri
 
 
 def train_sft_stage(records: str | Path, output_dir: str | Path, cfg: SFTTrainConfig, tracking: TrackingConfig,
-                    model_cache: str | Path, metrics_out: str | Path | None = None) -> dict[str, Any]:
+                    model_cache: str | Path, metrics_out: str | Path | None = None,
+                    history_out: str | Path | None = None) -> dict[str, Any]:
     """Cold-start SFT; a rerun resumes from the last checkpoint in ``output_dir``."""
     params = {f"sft.{k}": v for k, v in asdict(cfg).items()} | {"records": str(records)}
-    return _tracked(tracking, "train-sft", params, metrics_out,
+    return _tracked(tracking, "train-sft", params, metrics_out, history_out,
                     lambda report_to: run_sft(cfg, records, output_dir, model_cache, report_to))
 
 
 def train_grpo_stage(records: str | Path, output_dir: str | Path, cfg: GRPOTrainConfig, weights: RewardConfig,
                      tracking: TrackingConfig, model_cache: str | Path,
-                     metrics_out: str | Path | None = None) -> dict[str, Any]:
+                     metrics_out: str | Path | None = None, history_out: str | Path | None = None) -> dict[str, Any]:
     """GRPO; a rerun resumes from the last checkpoint in ``output_dir``."""
     params = ({f"grpo.{k}": v for k, v in asdict(cfg).items()} | {f"rewards.{k}": v for k, v in asdict(weights).items()}
               | {"records": str(records)})
-    return _tracked(tracking, "train-grpo", params, metrics_out,
+    return _tracked(tracking, "train-grpo", params, metrics_out, history_out,
                     lambda report_to: run_grpo(cfg, weights, records, output_dir, model_cache, report_to))

@@ -9,18 +9,23 @@ the output folder, where ``rearank rerank --model DIR`` loads it."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rearank_core.backends.transformers_engine import Sampling
 from rearank_core.config import GRPOTrainConfig, RewardConfig
 from rearank_core.io.training_data import GRPORecord
 from rearank_core.training.rewards import multiview_reward, rearank_reward
+from rearank_core.training.rollout import engine_rollout, use_engine
 from rearank_core.training.setup import (
+    base_name,
     last_checkpoint,
     load_base,
     load_records,
     lora_config,
+    save_final,
 )
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
     from trl import GRPOConfig, GRPOTrainer
 
     records = load_records(records_path, GRPORecord, cfg.limit)
-    model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
+    model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
     args = GRPOConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
         activation_checkpointing=False, num_generations=cfg.num_generations,
@@ -61,22 +66,32 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
         loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, learning_rate=cfg.learning_rate,
         max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, use_vllm=cfg.use_vllm, report_to=report_to or "none",
-        disable_tqdm=True, dataloader_num_workers=0)
+        disable_tqdm=True, dataloader_num_workers=0, vllm_mode=cfg.vllm_mode,
+        vllm_server_base_url=cfg.vllm_server_base_url)
+    rollout = None
+    if use_engine(cfg.rollout_engine, model, device, cfg.use_vllm):
+        rollout = engine_rollout(tokenizer, cfg.max_completion_length,
+                                 Sampling(args.temperature, args.top_p, args.top_k), device)
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func's "experimental" notice
+    log.info("GRPO rollouts: %s", "the project's decoding engine" if rollout else "TRL's generation")
     trainer = GRPOTrainer(model=model, reward_funcs=[reward_function(cfg.reward, weights)], args=args,
                           train_dataset=Dataset.from_list(grpo_rows(records)), processing_class=tokenizer,
-                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+                          rollout_func=rollout,
+                          peft_config=None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha,
+                                                                         cfg.lora_dropout))
     resume = last_checkpoint(output_dir)
     if resume:
         log.info("resuming GRPO from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    save_final(trainer, tokenizer, output_dir, base_name(cfg.model, model_cache), cfg.lora)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
     figures = {"records": len(records), "steps": trainer.state.global_step, "reward": cfg.reward,
                "train_loss": round(float(result.training_loss), 6),
                "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
                "first_reward": history[0]["reward"] if history else None,
                "last_reward": history[-1]["reward"] if history else None,
-               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora}
-    log.info("GRPO done: %s", figures)
+               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora,
+               "rollouts": "engine" if rollout else "trl",
+               "history": trainer.state.log_history}
+    log.info("GRPO done: %s", {k: v for k, v in figures.items() if k != "history"})
     return figures

@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rearank_core.backends.adapters import (
+    adapter_base,
+    is_adapter,
+    load_causal_lm,
+    set_adapter_base,
+)
 from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import pick_dtype
 from rearank_core.errors import InputError
@@ -23,22 +29,44 @@ def load_records(path: str | Path, cls: type[T], limit: int | None) -> list[T]:
     return records
 
 
-def load_base(model: str, model_cache: str | Path, dtype_name: str) -> tuple[Any, Any, Any, str]:
-    """(model, tokenizer, torch dtype, device) for ``model`` ('embedded', a folder or a hub id). bf16 only where
-    the CPU or GPU multiplies it in hardware (``auto``)."""
+def load_base(model: str, model_cache: str | Path, dtype_name: str, lora: bool) -> tuple[Any, Any, Any, str, bool]:
+    """(model, tokenizer, torch dtype, device, continues_adapter) for ``model`` ('embedded', a folder, a hub id or
+    a LoRA adapter folder). bf16 only where the CPU or GPU multiplies it in hardware (``auto``). With ``lora``, an
+    adapter folder stays a trainable adapter (``continues_adapter``: GRPO goes on training the SFT adapter, so the
+    run ships one adapter); without, it is merged into its base for a full fine-tune."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight loading/saving bars; the trainers' figures go to the log and MLflow
     path = local_model(model, Path(model_cache))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = pick_dtype(dtype_name, device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    adapter = is_adapter(path)
+    tokenizer_path = path
+    if adapter and not (Path(path) / "tokenizer_config.json").is_file():
+        tokenizer_path = local_model(adapter_base(path), Path(model_cache))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer, dtype, device
+    loaded = load_causal_lm(path, Path(model_cache), dtype, trainable_adapter=lora and adapter)
+    return loaded, tokenizer, dtype, device, lora and adapter
+
+
+def base_name(model: str, model_cache: str | Path) -> str:
+    """The base model as the user names it: an adapter folder's own base, else ``model`` itself."""
+    path = local_model(model, Path(model_cache))
+    return adapter_base(path) if is_adapter(path) else model
+
+
+def save_final(trainer: Any, tokenizer: Any, output_dir: str | Path, base: str, lora: bool) -> None:
+    """The trained model (or adapter, naming ``base`` as the user gave it, so it loads elsewhere) and tokenizer at
+    the top of ``output_dir``, where ``rearank rerank --model DIR`` loads them."""
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    if lora:
+        set_adapter_base(output_dir, base)
 
 
 def lora_config(enabled: bool, r: int, alpha: int, dropout: float) -> Any:

@@ -18,10 +18,12 @@ from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
 from rearank_core.io.training_data import SFTRecord
 from rearank_core.training.setup import (
+    base_name,
     last_checkpoint,
     load_base,
     load_records,
     lora_config,
+    save_final,
 )
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,9 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     from trl import SFTConfig, SFTTrainer
 
     records = load_records(records_path, SFTRecord, cfg.limit)
-    model, tokenizer, dtype, device = load_base(cfg.model, model_cache, cfg.dtype)
+    model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
     longest = check_lengths(records, tokenizer, cfg.max_length, records_path)
-    peft_config = lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    peft_config = None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
         activation_checkpointing=False, max_length=cfg.max_length, completion_only_loss=True, packing=False,
@@ -69,11 +71,11 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     if resume:
         log.info("resuming SFT from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    save_final(trainer, tokenizer, output_dir, base_name(cfg.model, model_cache), cfg.lora)
     figures = {"records": len(records), "longest_record_tokens": longest, "steps": trainer.state.global_step,
                "train_loss": round(float(result.training_loss), 6), "train_runtime_s": round(result.metrics.get(
                    "train_runtime", 0.0), 2), "samples_per_s": result.metrics.get("train_samples_per_second"),
-               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora}
-    log.info("SFT done: %s", figures)
+               "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora,
+               "history": trainer.state.log_history}
+    log.info("SFT done: %s", {k: v for k, v in figures.items() if k != "history"})
     return figures

@@ -1,0 +1,58 @@
+"""LoRA adapters as the trainers save them and the backends load them.
+
+An adapter folder names its base model in ``adapter_config.json``. The trainers write the base as the user gave it
+('embedded', a hub id) rather than the converted folder it was loaded from, so a shipped adapter loads on any
+machine: the base resolves there through the same rules as ``--model``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rearank_core.backends.embedded import resolve_model
+from rearank_core.errors import BackendError
+from rearank_core.io.files import atomic_write
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter folder names."""
+    config = Path(path) / ADAPTER_CONFIG
+    try:
+        base = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackendError(f"{config}: no readable base_model_name_or_path ({exc})") from exc
+    if not isinstance(base, str) or not base:
+        raise BackendError(f"{config}: base_model_name_or_path must be a model name, got {base!r}")
+    return base
+
+
+def set_adapter_base(path: str | Path, base: str) -> None:
+    """Record ``base`` (as the user names it) as the adapter's base model."""
+    config = Path(path) / ADAPTER_CONFIG
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = base
+    with atomic_write(config) as sink:
+        sink.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_causal_lm(path: str, cache_dir: Path, dtype: Any, trainable_adapter: bool = False) -> Any:
+    """A causal LM from a model folder, a hub id, or an adapter folder. An adapter is loaded on its base and merged
+    (inference), or kept as a trainable peft model (``trainable_adapter``: training goes on in the same adapter,
+    so a run ships one adapter however many stages trained it)."""
+    from transformers import AutoModelForCausalLM
+
+    if not is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(adapter_base(path), cache_dir), dtype=dtype,
+                                                attn_implementation="sdpa")
+    model = PeftModel.from_pretrained(base, path, is_trainable=trainable_adapter)
+    return model if trainable_adapter else model.merge_and_unload()
