@@ -306,6 +306,7 @@ class TrainJob:
     sft_history: str = knob(help="SFT per-step log CSV: loss, learning rate (output, a DVC plot)")
     grpo_history: str = knob(help="GRPO per-step log CSV: reward, each component, format-valid rate (output, a DVC "
                                    "plot)")
+    export: str = knob(help="the shipped adapter and its training card (output, kept in git)")
 
 
 @dataclass

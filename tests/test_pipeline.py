@@ -167,3 +167,44 @@ def test_training_data_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_
     validated = tracked_runs(project, "data-validate-grpo")
     assert len(validated) == 2 and all(r.data.metrics["success"] == 1.0 for r in validated)
     assert tracked_runs(project, "data-build-sft")[0].data.metrics["prompt_tokens.p95"] > 0
+
+
+def test_training_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) -> None:
+    """data -> sft -> grpo -> evaluate_trained on a tiny random model (LoRA, one step each) by `dvc repro` and by the
+    training flow: the same files appear, the shipped-style adapter reranks the suite, each stage is an MLflow
+    run, and the per-step logs are the DVC plots."""
+    project = make_project(tmp_path, root, model_cache, data={"per_query": 1, "window": 5})
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["rerank"].update(window=5, step=5, max_new_tokens=8)
+    params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
+    params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
+    params["suite"].update(datasets=[{"name": "dl19", "candidates": "data/msmarco/dl19/"
+                                      "rank_llm_BM25_retrieve_results_dl19.json",
+                                      "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt", "top_k": 10,
+                                      "queries": 2}])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env(project)
+    subprocess.run([str(BIN / "dvc"), "repro", "-q", "evaluate_trained"], cwd=project, env=env, check=True,
+                   timeout=1200)
+    job = params["train_job"]
+    report = json.loads((project / "metrics" / "eval" / "trained.json").read_text())
+    assert report["datasets"]["dl19"]["windows"] == 2 * 2 and report["model"] == job["grpo_dir"]
+    assert json.loads((project / job["grpo_dir"] / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == str(tiny_dir)
+    history = (project / job["grpo_history"]).read_text().splitlines()
+    assert len(history) == 2 and "rearank/answer_format" in history[0].split(",")
+    status = subprocess.run([str(BIN / "dvc"), "status", "evaluate_trained"], cwd=project, env=env,
+                            capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout
+
+    for folder in ("work/train", "work/eval", "metrics/eval", "metrics/train"):
+        shutil.rmtree(project / folder)
+    flow = subprocess.run([sys.executable, "-m", "flows.training"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    assert "Finished in state Completed" in flow.stdout + flow.stderr
+    again = json.loads((project / "metrics" / "eval" / "trained.json").read_text())
+    assert again["datasets"]["dl19"]["windows"] == 4 and again["datasets"]["dl19"]["bm25"] == \
+        report["datasets"]["dl19"]["bm25"]
+    for stage in ("train-sft", "train-grpo", "evaluate-model-trained"):
+        assert len(tracked_runs(project, stage)) == 2, stage

@@ -32,6 +32,7 @@ from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import write_jsonl
 from rearank_core.io.requests import read_candidates
 from rearank_core.prompts import load_template
+from rearank_core.training.export import export_adapter
 from rearank_core.training.grpo import run_grpo
 from rearank_core.training.sft import run_sft
 
@@ -99,7 +100,17 @@ def test_grpo_goes_on_training_the_sft_adapter_and_ships_one_adapter(sft_records
     assert adapter["base_model_name_or_path"] == str(tiny_dir)
     assert not (grpo_out / "model.safetensors").exists()
     backend = TransformersBackend(str(grpo_out), dtype="float32", device="cpu")
-    assert backend.complete([[{"role": "user", "content": "Hi"}]], 2)[0].completion_tokens
+    hi = backend.complete([[{"role": "user", "content": "Hi"}]], 4)[0]
+    assert hi.completion_tokens
+
+    shipped = tmp_path / "models" / "tiny-reranker"
+    report = export_adapter(grpo_out, shipped, {"grpo": {"steps": 1}}, {"window": 5}, None)
+    assert sorted(report["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert "Not evaluated." in (shipped / "README.md").read_text() and "steps 1" in (shipped / "README.md").read_text()
+    again = TransformersBackend(str(shipped), dtype="float32", device="cpu")  # no tokenizer shipped: the base's
+    assert again.complete([[{"role": "user", "content": "Hi"}]], 4)[0].text == hi.text
+    with pytest.raises(InputError, match="not a LoRA adapter"):
+        export_adapter(tiny_dir, tmp_path / "x", {}, {}, None)
 
 
 def test_a_record_past_max_length_is_an_error_naming_it(sft_records: Path, tiny_dir: Path, tmp_path: Path) -> None:

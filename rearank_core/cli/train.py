@@ -95,3 +95,22 @@ def grpo(
                                history_out)
     err.print(f"GRPO: {figures['records']} records, {figures['steps']} steps, reward {figures['first_reward']} -> "
               f"{figures['last_reward']}, {figures['train_runtime_s']} s; model saved to {output}")
+
+
+@train_app.command()
+@user_errors
+def export(
+    model: Annotated[Path | None, typer.Option(help="trained adapter folder (default: params train_job.grpo_dir)")] = None,
+    to: Annotated[Path | None, typer.Option(help="shipped folder (default: params train_job.export)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Ship a trained LoRA adapter: weights, config and a training card in a folder of its own."""
+    p = start(params, quiet)
+    model = job_path(model, p, "train_job", "grpo_dir", "--model")
+    to = job_path(to, p, "train_job", "export", "--to")
+    from rearank_core.stages.train import export_stage
+
+    report = export_stage(model, to, p, p.tracking)
+    err.print(f"exported {model} to {to}: {report['bytes'] / 1e6:.1f} MB, base {report['base']} "
+              f"(rearank rerank --model {to})")

@@ -20,6 +20,7 @@ from rearank_core.io.files import atomic_write
 from rearank_core.io.requests import read_candidates
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts import load_template
+from rearank_core.prompts.parsing import OK
 from rearank_core.records import requests_to_run
 from rearank_core.rerank import Reranker
 from rearank_core.stages.evaluate import evaluate_stage
@@ -37,7 +38,8 @@ def _write_json(path: Path, data: Any) -> None:
 def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval_cfg: EvalConfig,
                          tracking: TrackingConfig, show_progress: bool = True) -> dict[str, Any]:
     """Rerank and score each dataset of ``suite`` with ``cfg.model``; returns (and writes to
-    ``<suite.metrics>/<label>.json``) one row per dataset: BM25's and the model's metrics and the format-valid rate.
+    ``<suite.metrics>/<label>.json``) one row per dataset: BM25's and the model's metrics, the format-valid rate
+    (answers the parser used, repaired or not) and the exact rate (answers that needed no repair).
     Runs, traces and per-dataset metrics go to ``<suite.work>/<label>/``; a rerun resumes from the traces."""
     work = Path(suite.work) / label
     template = load_template(cfg.prompt)
@@ -60,6 +62,7 @@ def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval
             rows[dataset.name] = {
                 "queries": len(requests), "top_k": dataset.top_k, "window": cfg.window, "step": cfg.step,
                 "format_valid_rate": summary.format_valid_rate, "windows": summary.windows,
+                "exact_rate": summary.status[OK] / summary.windows if summary.windows else None,
                 "bm25": bm25.metrics, "reranked": result.metrics}
             log.info("%s on %s: nDCG@10 %.4f (BM25 %.4f), format-valid %s", label, dataset.name,
                      result.metrics.get("ndcg@10", float("nan")), bm25.metrics.get("ndcg@10", float("nan")),

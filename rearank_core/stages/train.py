@@ -13,12 +13,14 @@ from typing import Any
 
 from rearank_core.config import (
     GRPOTrainConfig,
+    Params,
     RewardConfig,
     SFTTrainConfig,
     TrackingConfig,
 )
 from rearank_core.io.files import atomic_write
 from rearank_core.mlops.tracking import stage_run
+from rearank_core.training.export import export_adapter
 from rearank_core.training.grpo import run_grpo
 from rearank_core.training.sft import run_sft
 
@@ -72,3 +74,29 @@ def train_grpo_stage(records: str | Path, output_dir: str | Path, cfg: GRPOTrain
               | {"records": str(records)})
     return _tracked(tracking, "train-grpo", params, metrics_out, history_out,
                     lambda report_to: run_grpo(cfg, weights, records, output_dir, model_cache, report_to))
+
+
+def _read_json(path: str | Path) -> dict[str, Any] | None:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracking: TrackingConfig) -> dict[str, Any]:
+    """Ship the trained adapter: copied to ``dest`` with a training card made of the trainers' figures, the
+    profile's settings and the trained model's evaluation (``<suite.metrics>/trained.json``), where they exist."""
+    job = params.job("train_job")
+    figures = {name: found for name, path in (("sft", job.sft_metrics), ("grpo", job.grpo_metrics))
+               if (found := _read_json(path)) is not None}
+    settings = {"rerank": {k: getattr(params.rerank, k) for k in ("prompt", "window", "step", "max_new_tokens",
+                                                                  "truncate_unit", "truncate_length")},
+                "data": {k: getattr(params.data, k) for k in ("window", "per_query", "truncate_unit",
+                                                              "truncate_length")},
+                "teacher": params.teacher.model, "sft": asdict(params.sft), "grpo": asdict(params.grpo),
+                "rewards": asdict(params.rewards)}
+    evaluation = _read_json(Path(params.suite.metrics) / "trained.json")
+    with stage_run(tracking, "train-export") as tracked:
+        report = export_adapter(model_dir, dest, figures, settings, evaluation)
+        tracked.params({"model_dir": str(model_dir), "dest": str(dest), "base": report["base"]})
+        tracked.metrics({"adapter_bytes": report["bytes"]})
+        tracked.artifact(Path(dest) / "README.md")
+    return report

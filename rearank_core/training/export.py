@@ -1,0 +1,77 @@
+"""A trained LoRA adapter made shippable: its weights and config (naming the base as the user gave it) copied into
+a folder of its own with a training card, so ``rearank rerank --model FOLDER`` loads it anywhere the base model
+resolves (the embedded model needs no hub). Checkpoints, optimiser state and the tokenizer stay behind: the base
+model brings its tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rearank_core.backends.adapters import ADAPTER_CONFIG, adapter_base, is_adapter
+from rearank_core.errors import InputError
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _table(evaluation: dict[str, Any]) -> list[str]:
+    lines = ["| dataset | queries | top-k | BM25 nDCG@10 | this model nDCG@10 | format-valid | exact format |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in evaluation["datasets"].items():
+        valid = "not computed" if row["format_valid_rate"] is None else f"{row['format_valid_rate']:.1%}"
+        exact = "not computed" if row.get("exact_rate") is None else f"{row['exact_rate']:.1%}"
+        lines.append(f"| {name} | {row['queries']} | {row['top_k']} | {row['bm25']['ndcg@10']:.4f} | "
+                     f"{row['reranked']['ndcg@10']:.4f} | {valid} | {exact} |")
+    return lines
+
+
+def training_card(name: str, base: str, figures: dict[str, Any], settings: dict[str, Any],
+                  evaluation: dict[str, Any] | None) -> str:
+    """The card: what the adapter is, how it was trained (figures and settings as run), how it scores."""
+    lines = [f"# {name}", "",
+             f"A LoRA adapter for `{base}`: a listwise reasoning reranker trained by `rearank` (cold-start SFT, then "
+             "GRPO with the REARANK reward).", "",
+             "```bash", f"rearank rerank --model {name} --candidates CANDIDATES --run RUN.trec", "```", "",
+             "## Training", ""]
+    for stage, values in figures.items():
+        shown = {k: v for k, v in values.items() if not isinstance(v, (list, dict))}
+        lines.append(f"- **{stage}**: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=2, sort_keys=True), "```", ""]
+    lines += ["## Evaluation", ""]
+    if evaluation is None:
+        lines.append("Not evaluated.")
+    else:
+        lines += [f"Suite `{evaluation['suite']}`, reranked with the settings above (window, step, passage length):",
+                  "", *_table(evaluation)]
+    return "\n".join(lines) + "\n"
+
+
+def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, Any], settings: dict[str, Any],
+                   evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """Copy the adapter in ``model_dir`` to ``dest`` with its card; ``dest`` is replaced whole, so a crash half way
+    leaves the previous export as it was. Returns the export's files and sizes."""
+    model_dir, dest = Path(model_dir), Path(dest)
+    if not is_adapter(model_dir):
+        raise InputError("not a LoRA adapter folder (no adapter_config.json): train with lora: true to ship an "
+                         "adapter", model_dir)
+    base = adapter_base(model_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+            shutil.copy2(model_dir / name, staging / name)
+        (staging / "README.md").write_text(training_card(dest.name, base, figures, settings, evaluation),
+                                           encoding="utf-8")
+        previous = dest.with_name(f".{dest.name}.previous")
+        if dest.exists():
+            dest.rename(previous)
+        staging.rename(dest)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    sizes = {p.name: p.stat().st_size for p in sorted(dest.iterdir())}
+    return {"base": base, "files": sizes, "bytes": sum(sizes.values())}

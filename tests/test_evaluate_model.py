@@ -1,0 +1,53 @@
+"""rearank evaluate-model: one model over the suite's datasets, next to BM25 on the same queries, over real HTTP
+(the OpenAI backend against a local ranking server), with MLflow metrics named per dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import yaml
+from conftest import DL19_CANDIDATES, DL19_QRELS
+
+from rearank_core.evaluation import evaluate
+from rearank_core.io.auto import read_any_qrels
+from rearank_core.io.requests import read_candidates
+from rearank_core.records import requests_to_run
+
+
+def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, tmp_path: Path, root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["rerank"].update(backend="openai", base_url=f"http://127.0.0.1:{ranking_server.server_port}/v1",
+                            window=5, step=5, truncate_unit="words", truncate_length=20)
+    params["suite"] = {"name": "tiny", "metrics": str(tmp_path / "metrics"), "work": str(tmp_path / "work"),
+                       "datasets": [{"name": "dl19", "candidates": str(DL19_CANDIDATES), "qrels": str(DL19_QRELS),
+                                     "top_k": 10, "queries": 3}]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1",
+           "COLUMNS": "120"}
+    command = [sys.executable, "-m", "rearank_core.cli", "evaluate-model", "--model", "served", "--label", "served",
+               "--params", str(tmp_path / "params.yaml"), "-q"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "metrics" / "served.json").read_text())
+    row = report["datasets"]["dl19"]
+    assert row["queries"] == 3 and row["windows"] == 6 and (row["window"], row["step"], row["top_k"]) == (5, 5, 10)
+    # The server answers query 1 well, query 2 with a repairable answer, query 3 cut off: 4 of 6 windows parsed.
+    assert row["format_valid_rate"] == 4 / 6 and row["exact_rate"] == 2 / 6
+    bm25 = evaluate(requests_to_run(read_candidates(DL19_CANDIDATES)[:3]), read_any_qrels(DL19_QRELS))
+    assert row["bm25"]["ndcg@10"] == bm25.metrics["ndcg@10"]
+    assert row["reranked"]["ndcg@10"] != row["bm25"]["ndcg@10"]  # query 1's windows were reversed
+    assert "dl19" in result.stderr and "66.7%" in result.stderr
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("rearank").experiment_id],
+                                "tags.`rearank.stage` = 'evaluate-model-served'")
+    assert run.data.metrics["ndcg_at_10_dl19"] == row["reranked"]["ndcg@10"]
+    assert run.data.metrics["format_valid_dl19"] == row["format_valid_rate"]
+    # A rerun resumes every window from the traces: nothing is asked again.
+    asked = sum(ranking_server.per_query.values())
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and sum(ranking_server.per_query.values()) == asked
