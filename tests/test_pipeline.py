@@ -17,7 +17,7 @@ from conftest import BIN
 
 from rearank_core.io.trec import read_run
 
-SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 4 windows of the embedded model per driver
+SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 5 windows of 10 (step 5) each, per driver
 
 
 def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, object] | None = None,
@@ -79,11 +79,12 @@ def tracked_runs(project: Path, stage: str) -> list[mlflow.entities.Run]:
 
 def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None:
     env = project_env(project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
     targets = ["evaluate", "evaluate_rerank"]  # the two jobs' stages (the data job has its own test)
     subprocess.run([str(BIN / "dvc"), "repro", "-q", *targets], cwd=project, env=env, check=True)
     by_dvc = outputs(project)
     assert by_dvc["bm25_metrics"]["ndcg@10"] == pytest.approx(0.679, abs=0.005)
-    assert by_dvc["summary"]["queries"] == SLICE_QUERIES and by_dvc["summary"]["windows"] == 2 * SLICE_QUERIES
+    assert by_dvc["summary"]["queries"] == SLICE_QUERIES and by_dvc["summary"]["windows"] == 5 * SLICE_QUERIES
     assert by_dvc["rerank_metrics"]["queries_evaluated"] == SLICE_QUERIES
     run = read_run(project / "work" / "dl19_slice" / "rerank.trec")
     assert len(run) == SLICE_QUERIES and all(len(ranking) == 100 for ranking in run.values())
@@ -107,9 +108,9 @@ def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None
     assert len(reranks) == 2  # one from dvc repro's rerank stage, one from the flow
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     for tracked in reranks:
-        assert tracked.data.params["model"] == "embedded" and tracked.data.params["window"] == "20"
+        assert tracked.data.params["model"] == params["rerank"]["model"] and tracked.data.params["window"] == "10"
         assert tracked.data.params["top_k"] == "30" and tracked.data.params["limit"] == str(SLICE_QUERIES)
-        assert tracked.data.metrics["windows"] == 2 * SLICE_QUERIES
+        assert tracked.data.metrics["windows"] == 5 * SLICE_QUERIES
         assert tracked.data.metrics["prompt_tokens"] == by_dvc["summary"]["prompt_tokens"]
         assert {a.path for a in client.list_artifacts(tracked.info.run_id)} >= {"traces.jsonl", "dl19_slice_rerank.json"}
     evaluated = tracked_runs(project, "evaluate-dl19-slice")
@@ -131,7 +132,7 @@ def test_demo_runs_the_two_jobs_onto_the_pipeline_files(tmp_path: Path, root: Pa
     written = outputs(project)
     assert written["bm25_metrics"]["ndcg@10"] == pytest.approx(0.6789, abs=1e-4)
     assert f"{written['rerank_metrics']['ndcg@10']:.4f}" == rows["ndcg@10"][2]
-    assert written["summary"]["windows"] == 10 and "format-valid rate" in result.stdout
+    assert written["summary"]["windows"] == 5 * 5 and "format-valid rate" in result.stdout
     assert "Traceback" not in result.stderr
 
 
