@@ -1,9 +1,10 @@
 """Draw the training curves of a run (the DVC plots' CSV files) as one PNG for the README.
 
-    .venv/bin/python bench/plot_training.py [--sft metrics/train/sft_history.csv]
+    .venv/bin/python bench/plot_training.py [--sft metrics/train/sft_history.csv [MORE.csv ...]]
         [--grpo metrics/train/grpo_history.csv] [--out metrics/train/curves.png]
 
-Left: SFT loss and token accuracy per optimiser step. Right: GRPO reward and the REARANK components per step
+Left: SFT loss and token accuracy per optimiser step (several files: runs that continued one another, drawn one
+after the other). Right: GRPO reward and the REARANK components per step
 (answer format = the format-valid rate, strict format, normalised gain)."""
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ def series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sft", type=Path, default=Path("metrics/train/sft_history.csv"))
+    parser.add_argument("--sft", type=Path, nargs="+", default=[Path("metrics/train/sft_history.csv")])
     parser.add_argument("--grpo", type=Path, default=Path("metrics/train/grpo_history.csv"))
     parser.add_argument("--out", type=Path, default=Path("metrics/train/curves.png"))
     args = parser.parse_args()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    sft = read(args.sft)
+    sft: list[dict[str, float]] = []
+    for path in args.sft:
+        offset = sft[-1]["step"] if sft else 0.0
+        sft += [{**row, "step": row["step"] + offset} for row in read(path)]
     left.plot(*series(sft, "loss"), marker="o", label="loss")
     left.set_xlabel("SFT optimiser step")
     left.set_ylabel("loss")
