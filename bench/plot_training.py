@@ -39,6 +39,8 @@ def main() -> None:
     sft: list[dict[str, float]] = []
     for path in args.sft:
         offset = sft[-1]["step"] if sft else 0.0
+        if sft:
+            left.axvline(offset + 0.5, color="grey", linestyle=":")  # where a continued run starts
         sft += [{**row, "step": row["step"] + offset} for row in read(path)]
     left.plot(*series(sft, "loss"), marker="o", label="loss")
     left.set_xlabel("SFT optimiser step")
@@ -46,7 +48,7 @@ def main() -> None:
     accuracy = left.twinx()
     accuracy.plot(*series(sft, "mean_token_accuracy"), color="tab:green", marker=".", label="token accuracy")
     accuracy.set_ylabel("token accuracy")
-    left.set_title(f"cold-start SFT ({len(sft)} steps)")
+    left.set_title(f"cold-start SFT ({len(sft)} steps{', runs split by dotted lines' if len(args.sft) > 1 else ''})")
     grpo = read(args.grpo)
     for key, label in (("reward", "reward"), ("rearank/answer_format", "format-valid (answer format)"),
                        ("rearank/strict_format", "strict format"), ("rearank/gain", "normalised nDCG@10 gain")):

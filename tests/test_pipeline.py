@@ -22,8 +22,8 @@ SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 5 windows of 10 (step 5) each, per
 
 def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, object] | None = None,
                  **job: object) -> Path:
-    """A fresh git+DVC project holding the pipeline files and the data they read (no flows/: the installed
-    package provides them). ``data`` and ``job`` override params.yaml's data and rerank_job knobs."""
+    """A fresh git+DVC project holding the pipeline files, the data they read and the shipped reranker (no
+    flows/: the installed package provides them). ``data`` and ``job`` override params.yaml's data and rerank_job knobs."""
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(root / name, dest / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -34,6 +34,7 @@ def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, obje
     shutil.copytree(root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(root / "data" / "beir" / "scifact", dest / "data" / "beir" / "scifact")
     shutil.copytree(root / "data" / "msmarco", dest / "data" / "msmarco")
+    shutil.copytree(root / "models", dest / "models")  # the shipped reranker, the rerank settings' default model
     (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)

@@ -102,6 +102,8 @@ def grpo(
 def export(
     model: Annotated[Path | None, typer.Option(help="trained adapter folder (default: params train_job.grpo_dir)")] = None,
     to: Annotated[Path | None, typer.Option(help="shipped folder (default: params train_job.export)")] = None,
+    schedule: Annotated[Path | None, typer.Option(help="markdown file: the training commands as run, for the "
+                                                       "card (where they differ from params.yaml)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -111,6 +113,7 @@ def export(
     to = job_path(to, p, "train_job", "export", "--to")
     from rearank_core.stages.train import export_stage
 
-    report = export_stage(model, to, p, p.tracking)
+    note = schedule.read_text(encoding="utf-8") if schedule is not None else ""
+    report = export_stage(model, to, p, p.tracking, note)
     err.print(f"exported {model} to {to}: {report['bytes'] / 1e6:.1f} MB, base {report['base']} "
               f"(rearank rerank --model {to})")

@@ -81,12 +81,15 @@ def _read_json(path: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracking: TrackingConfig) -> dict[str, Any]:
-    """Ship the trained adapter: copied to ``dest`` with a training card made of the trainers' figures, the
-    profile's settings and the trained model's evaluation (``<suite.metrics>/trained.json``), where they exist."""
+def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracking: TrackingConfig,
+                 schedule: str = "") -> dict[str, Any]:
+    """Ship the trained adapter: copied to ``dest`` with a training card made of the trainers' figures (every JSON
+    beside ``train_job.sft_metrics``, so continued runs are listed too), the profile's settings, ``schedule`` (the
+    commands as run, where they differ from params.yaml) and the trained model's evaluation
+    (``<suite.metrics>/trained.json``), where they exist."""
     job = params.job("train_job")
-    figures = {name: found for name, path in (("sft", job.sft_metrics), ("grpo", job.grpo_metrics))
-               if (found := _read_json(path)) is not None}
+    folder = Path(job.sft_metrics).parent
+    figures = {path.stem: _read_json(path) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
     settings = {"rerank": {k: getattr(params.rerank, k) for k in ("prompt", "window", "step", "max_new_tokens",
                                                                   "truncate_unit", "truncate_length")},
                 "data": {k: getattr(params.data, k) for k in ("window", "per_query", "truncate_unit",
@@ -95,7 +98,7 @@ def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracki
                 "rewards": asdict(params.rewards)}
     evaluation = _read_json(Path(params.suite.metrics) / "trained.json")
     with stage_run(tracking, "train-export") as tracked:
-        report = export_adapter(model_dir, dest, figures, settings, evaluation)
+        report = export_adapter(model_dir, dest, figures, settings, evaluation, schedule)
         tracked.params({"model_dir": str(model_dir), "dest": str(dest), "base": report["base"]})
         tracked.metrics({"adapter_bytes": report["bytes"]})
         tracked.artifact(Path(dest) / "README.md")

@@ -28,14 +28,17 @@ def _table(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
-def training_card(name: str, base: str, figures: dict[str, Any], settings: dict[str, Any],
-                  evaluation: dict[str, Any] | None) -> str:
-    """The card: what the adapter is, how it was trained (figures and settings as run), how it scores."""
-    lines = [f"# {name}", "",
+def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[str, Any],
+                  evaluation: dict[str, Any] | None, schedule: str = "") -> str:
+    """The card: what the adapter at ``path`` is, how it was trained (figures and settings as run), how it
+    scores."""
+    lines = [f"# {Path(path).name}", "",
              f"A LoRA adapter for `{base}`: a listwise reasoning reranker trained by `rearank` (cold-start SFT, then "
              "GRPO with the REARANK reward).", "",
-             "```bash", f"rearank rerank --model {name} --candidates CANDIDATES --run RUN.trec", "```", "",
+             "```bash", f"rearank rerank --model {path} --candidates CANDIDATES --run RUN.trec", "```", "",
              "## Training", ""]
+    if schedule:
+        lines += [schedule.strip(), ""]
     for stage, values in figures.items():
         shown = {k: v for k, v in values.items() if not isinstance(v, (list, dict))}
         lines.append(f"- **{stage}**: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
@@ -50,7 +53,7 @@ def training_card(name: str, base: str, figures: dict[str, Any], settings: dict[
 
 
 def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, Any], settings: dict[str, Any],
-                   evaluation: dict[str, Any] | None) -> dict[str, Any]:
+                   evaluation: dict[str, Any] | None, schedule: str = "") -> dict[str, Any]:
     """Copy the adapter in ``model_dir`` to ``dest`` with its card; ``dest`` is replaced whole, so a crash half way
     leaves the previous export as it was. Returns the export's files and sizes."""
     model_dir, dest = Path(model_dir), Path(dest)
@@ -60,10 +63,11 @@ def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, A
     base = adapter_base(model_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the shipped folder private
     try:
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
             shutil.copy2(model_dir / name, staging / name)
-        (staging / "README.md").write_text(training_card(dest.name, base, figures, settings, evaluation),
+        (staging / "README.md").write_text(training_card(str(dest), base, figures, settings, evaluation, schedule),
                                            encoding="utf-8")
         previous = dest.with_name(f".{dest.name}.previous")
         if dest.exists():
