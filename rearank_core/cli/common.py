@@ -25,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read defaults from")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings and errors only")]
+TrackOpt = Annotated[bool | None, typer.Option("--track/--no-track",
+                                               help="log to MLflow (default: params tracking.enabled)")]
 
 
 def user_errors(fn: F) -> F:

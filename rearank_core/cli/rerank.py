@@ -11,6 +11,7 @@ from rich.table import Table
 from rearank_core.cli.common import (
     ParamsOpt,
     QuietOpt,
+    TrackOpt,
     app,
     err,
     percent,
@@ -50,8 +51,7 @@ def rerank(
     limit: Annotated[int | None, typer.Option(help="only the first N queries")] = None,
     summary_out: Annotated[Path | None, typer.Option(help="also write the closing summary as JSON")] = None,
     name: Annotated[str, typer.Option(help="dataset name for tracking")] = "",
-    track: Annotated[bool | None, typer.Option("--track/--no-track",
-                                               help="log to MLflow (default: params tracking.enabled)")] = None,
+    track: TrackOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -82,8 +82,7 @@ def evaluate_model(
     backend: Annotated[str | None, typer.Option(help=H["backend"])] = None,
     base_url: Annotated[str | None, typer.Option(help=H["base_url"])] = None,
     batch_size: Annotated[int | None, typer.Option(help=H["batch_size"])] = None,
-    track: Annotated[bool | None, typer.Option("--track/--no-track",
-                                               help="log to MLflow (default: params tracking.enabled)")] = None,
+    track: TrackOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
