@@ -33,6 +33,13 @@ def adapter_base(path: str | Path) -> str:
     return base
 
 
+def tokenizer_source(path: str, cache_dir: Path) -> str:
+    """Where ``path``'s tokenizer loads from: the folder itself, or an adapter's base when the adapter ships none."""
+    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        return resolve_model(adapter_base(path), cache_dir)
+    return path
+
+
 def set_adapter_base(path: str | Path, base: str) -> None:
     """Record ``base`` (as the user names it) as the adapter's base model."""
     config = Path(path) / ADAPTER_CONFIG

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from rearank_core.backends.adapters import adapter_base, is_adapter, load_causal_lm
+from rearank_core.backends.adapters import load_causal_lm, tokenizer_source
 from rearank_core.backends.base import (
     Completion,
     check_call,
@@ -16,7 +16,6 @@ from rearank_core.backends.base import (
     hf_truncate,
     local_model,
 )
-from rearank_core.backends.embedded import resolve_model
 from rearank_core.backends.transformers_engine import (
     Decoder,
     pick_device,
@@ -57,10 +56,7 @@ class TransformersBackend:
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         hf_logging.disable_progress_bar()  # the weight-loading bar: the reranker shows its own progress
         try:
-            tokenizer_path = self.path
-            if is_adapter(self.path) and not (Path(self.path) / "tokenizer_config.json").is_file():
-                tokenizer_path = resolve_model(adapter_base(self.path), Path(cache_dir))  # an adapter alone
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(self.path, Path(cache_dir)))
             self.model = load_causal_lm(self.path, Path(cache_dir), self.dtype)
         except Exception as exc:  # OSError (missing / not cached), ValueError (not a causal LM), ...
             hint = ("; HF_HUB_OFFLINE is set, so a hub id loads only from the local Hugging Face cache"

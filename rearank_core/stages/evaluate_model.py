@@ -12,14 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rearank_core.backends.registry import make_backend
+from rearank_core.backends.base import Backend
 from rearank_core.config import EvalConfig, RerankConfig, SuiteConfig, TrackingConfig
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import atomic_write
 from rearank_core.io.requests import read_candidates
 from rearank_core.mlops.tracking import stage_run
-from rearank_core.prompts import load_template
 from rearank_core.prompts.parsing import OK
 from rearank_core.records import requests_to_run
 from rearank_core.rerank import Reranker
@@ -42,12 +41,13 @@ def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval
     (answers the parser used, repaired or not) and the exact rate (answers that needed no repair).
     Runs, traces and per-dataset metrics go to ``<suite.work>/<label>/``; a rerun resumes from the traces."""
     work = Path(suite.work) / label
-    template = load_template(cfg.prompt)
-    backend = make_backend(cfg, stop_strings=("</answer>",) if template.answer_format == "think_answer" else ())
+    backend: Backend | None = None  # the first dataset's reranker loads it; the rest reuse it
     rows: dict[str, Any] = {}
     try:
         for dataset in suite.datasets:
             dataset_cfg = replace(cfg, top_k=dataset.top_k)
+            reranker = Reranker(dataset_cfg, backend=backend)
+            backend = reranker.backend
             requests = read_candidates(dataset.candidates)[:dataset.queries]
             qrels = read_any_qrels(dataset.qrels)
             bm25 = evaluate(requests_to_run(requests), qrels, eval_cfg.metrics, eval_cfg.rel_level)
@@ -56,7 +56,7 @@ def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval
                                    traces_out=work / f"{dataset.name}.traces.jsonl",
                                    summary_out=work / f"{dataset.name}.summary.json", resume=True,
                                    limit=dataset.queries, name=f"{label}-{dataset.name}", show_progress=show_progress,
-                                   reranker=Reranker(dataset_cfg, backend=backend))
+                                   reranker=reranker)
             result = evaluate_stage(run, dataset.qrels, eval_cfg, tracking, metrics_out=work / f"{dataset.name}.json",
                                     name=f"{label}-{dataset.name}")
             rows[dataset.name] = {
@@ -68,7 +68,8 @@ def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval
                      result.metrics.get("ndcg@10", float("nan")), bm25.metrics.get("ndcg@10", float("nan")),
                      summary.format_valid_rate)
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
     report = {"label": label, "model": cfg.model, "suite": suite.name, "datasets": rows}
     out = Path(suite.metrics) / f"{label}.json"
     _write_json(out, report)

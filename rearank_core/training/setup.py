@@ -12,6 +12,7 @@ from rearank_core.backends.adapters import (
     is_adapter,
     load_causal_lm,
     set_adapter_base,
+    tokenizer_source,
 )
 from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import pick_dtype
@@ -44,10 +45,7 @@ def load_base(model: str, model_cache: str | Path, dtype_name: str, lora: bool) 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = pick_dtype(dtype_name, device)
     adapter = is_adapter(path)
-    tokenizer_path = path
-    if adapter and not (Path(path) / "tokenizer_config.json").is_file():
-        tokenizer_path = local_model(adapter_base(path), Path(model_cache))
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(path, Path(model_cache)))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded = load_causal_lm(path, Path(model_cache), dtype, trainable_adapter=lora and adapter)
