@@ -296,6 +296,19 @@ class SuiteConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """The MLflow model registry (section ``registry``): every registered version gets alias ``candidate``;
+    ``champion`` moves only through the promotion gate below."""
+
+    name: str = knob("rearank-reranker", "registered model name", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+    metric: str = knob("ndcg@10", "the gate's metric", pattern=r"(ndcg|recall|mrr)@[1-9][0-9]*")
+    dataset: str = knob("dl19", "the gate's dataset: a suite dataset's name")
+    margin: float = knob(0.0, "the candidate must reach the champion's metric plus this margin", min=-1, max=1)
+    min_format_valid: float | None = knob(None, "also required: the candidate's format-valid rate on the gate's "
+                                                "dataset; null: no such requirement", min=0, max=1)
+
+
+@dataclass
 class TrainJob:
     """The training job's outputs (section ``train_job``); its inputs are ``data_job``'s SFT and GRPO records."""
 
@@ -338,6 +351,7 @@ class Params:
     sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     grpo: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
     data_job: DataJob | None = None
@@ -355,7 +369,8 @@ class Params:
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "sft": SFTTrainConfig,
-                             "grpo": GRPOTrainConfig, "suite": SuiteConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
+                             "grpo": GRPOTrainConfig, "suite": SuiteConfig,
+                             "registry": RegistryConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
                              "data_job": DataJob, "train_job": TrainJob}
 
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from rearank_core.errors import InputError
+from rearank_core.io.mlflow_store import download_registered_model, is_registry_uri
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,13 @@ def embedded_model_dir(cache_dir: Path) -> Path:
 
 
 def resolve_model(model: str, cache_dir: Path) -> str:
-    """What to pass to ``from_pretrained``: the converted folder for the embedded model, an existing local
-    folder as is, anything else unchanged (a hub id; a missing path fails later, in the backend)."""
+    """What to pass to ``from_pretrained``: the converted folder for the embedded model, a registered model's
+    downloaded folder (``models:/NAME@ALIAS``), an existing local folder as is, anything else unchanged (a hub
+    id; a missing path fails later, in the backend)."""
     if is_embedded(model):
         return str(embedded_model_dir(cache_dir))
+    if is_registry_uri(model):
+        return str(download_registered_model(model, cache_dir))
     expanded = Path(model).expanduser()
     if expanded.is_dir():
         return str(expanded)

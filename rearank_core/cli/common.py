@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -53,7 +54,10 @@ def start(params: Path, quiet: bool) -> Params:
     logger.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
-    return load_params(params)
+    loaded = load_params(params)
+    if loaded.tracking.uri:  # so models:/ URIs resolve against the same store; the environment variable still wins
+        os.environ.setdefault("MLFLOW_TRACKING_URI", loaded.tracking.uri)
+    return loaded
 
 
 def job_path(given: Path | None, params: Params, job: str, key: str, option: str) -> Path:

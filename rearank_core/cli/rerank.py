@@ -18,10 +18,27 @@ from rearank_core.cli.common import (
     start,
     user_errors,
 )
-from rearank_core.config import RerankConfig, field_help, override
+from rearank_core.cli.options import (
+    BackendOpt,
+    BaseUrlOpt,
+    BatchSizeOpt,
+    ConcurrencyOpt,
+    DtypeOpt,
+    MaxNewTokensOpt,
+    ModelOpt,
+    PromptOpt,
+    ReasoningModelOpt,
+    RetriesOpt,
+    StepOpt,
+    TimeoutOpt,
+    TopKOpt,
+    TruncateLengthOpt,
+    TruncateUnitOpt,
+    WindowOpt,
+    rerank_config,
+)
+from rearank_core.config import override
 from rearank_core.errors import InputError
-
-H = {key: f"{text} (default: params rerank.{key})" for key, text in field_help(RerankConfig).items()}
 
 
 @app.command()
@@ -31,23 +48,22 @@ def rerank(
     run: Annotated[Path, typer.Option(help="output TREC run (written when every query is done)")],
     traces: Annotated[Path | None, typer.Option(help="JSONL trace per window (written as windows finish)")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from --traces")] = False,
-    window: Annotated[int | None, typer.Option(help=H["window"])] = None,
-    step: Annotated[int | None, typer.Option(help=H["step"])] = None,
-    top_k: Annotated[int | None, typer.Option(help=H["top_k"])] = None,
-    backend: Annotated[str | None, typer.Option(help=H["backend"])] = None,
-    model: Annotated[str | None, typer.Option(help=H["model"])] = None,
-    prompt: Annotated[str | None, typer.Option(help=H["prompt"])] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help=H["max_new_tokens"])] = None,
-    batch_size: Annotated[int | None, typer.Option(help=H["batch_size"])] = None,
-    dtype: Annotated[str | None, typer.Option(help=H["dtype"])] = None,
-    truncate_unit: Annotated[str | None, typer.Option(help=H["truncate_unit"])] = None,
-    truncate_length: Annotated[int | None, typer.Option(help=H["truncate_length"])] = None,
-    base_url: Annotated[str | None, typer.Option(help=H["base_url"])] = None,
-    concurrency: Annotated[int | None, typer.Option(help=H["concurrency"])] = None,
-    timeout: Annotated[float | None, typer.Option(help=H["timeout_s"])] = None,
-    retries: Annotated[int | None, typer.Option(help=H["max_retries"])] = None,
-    reasoning_model: Annotated[bool | None, typer.Option("--reasoning-model/--no-reasoning-model",
-                                                         help=H["reasoning_model"])] = None,
+    window: WindowOpt = None,
+    step: StepOpt = None,
+    top_k: TopKOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    prompt: PromptOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    batch_size: BatchSizeOpt = None,
+    dtype: DtypeOpt = None,
+    truncate_unit: TruncateUnitOpt = None,
+    truncate_length: TruncateLengthOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    reasoning_model: ReasoningModelOpt = None,
     limit: Annotated[int | None, typer.Option(help="only the first N queries")] = None,
     summary_out: Annotated[Path | None, typer.Option(help="also write the closing summary as JSON")] = None,
     name: Annotated[str, typer.Option(help="dataset name for tracking")] = "",
@@ -57,10 +73,10 @@ def rerank(
 ) -> None:
     """Rerank candidates with a listwise LLM over sliding windows."""
     p = start(params, quiet)
-    cfg = override(p.rerank, "rerank", window=window, step=step, top_k=top_k, backend=backend, model=model,
-                   prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype,
-                   truncate_unit=truncate_unit, truncate_length=truncate_length, base_url=base_url,
-                   concurrency=concurrency, timeout_s=timeout, max_retries=retries, reasoning_model=reasoning_model)
+    cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, prompt=prompt,
+                        max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
+                        truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
+                        retries=retries, reasoning_model=reasoning_model)
     tracking = override(p.tracking, "tracking", enabled=track)
     from rearank_core.stages import rerank_stage
 
@@ -77,18 +93,18 @@ def rerank(
 @app.command("evaluate-model")
 @user_errors
 def evaluate_model(
-    model: Annotated[str | None, typer.Option(help=H["model"])] = None,
+    model: ModelOpt = None,
     label: Annotated[str, typer.Option(help="name of this model's results: <suite.metrics>/<label>.json")] = "model",
-    backend: Annotated[str | None, typer.Option(help=H["backend"])] = None,
-    base_url: Annotated[str | None, typer.Option(help=H["base_url"])] = None,
-    batch_size: Annotated[int | None, typer.Option(help=H["batch_size"])] = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    batch_size: BatchSizeOpt = None,
     track: TrackOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
     """Rerank and score every dataset of params.yaml's ``suite`` with one model, next to BM25 on the same queries."""
     p = start(params, quiet)
-    cfg = override(p.rerank, "rerank", model=model, backend=backend, base_url=base_url, batch_size=batch_size)
+    cfg = rerank_config(p.rerank, model=model, backend=backend, base_url=base_url, batch_size=batch_size)
     tracking = override(p.tracking, "tracking", enabled=track)
     if not p.suite.datasets:
         raise InputError("no datasets to evaluate", p.path, field="suite.datasets")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from rearank_core.backends.base import hf_chat_ids
-from rearank_core.io.files import atomic_write
+from rearank_core.io.files import atomic_write, write_json
 from rearank_core.records import Messages
 
 
@@ -46,9 +45,7 @@ def _markdown(title: str, card: dict[str, Any], depth: int = 0) -> list[str]:
 def write_card(folder: str | Path, name: str, card: dict[str, Any]) -> Path:
     """``<folder>/<name>.json`` and ``<name>.md``, each written atomically; returns the JSON path."""
     folder = Path(folder)
-    with atomic_write(folder / f"{name}.json") as handle:
-        json.dump(card, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json(folder / f"{name}.json", card)
     with atomic_write(folder / f"{name}.md") as handle:
         handle.write("\n".join(_markdown(name, card)) + "\n")
     return folder / f"{name}.json"

@@ -7,7 +7,6 @@ as ordinary columns, which keeps each rule visible by name in the report and in 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ import pandas as pd
 
 from rearank_core.data.leakage import normalise_query
 from rearank_core.errors import InputError
-from rearank_core.io.files import atomic_write, iter_lines
+from rearank_core.io.files import atomic_write, iter_lines, write_json
 from rearank_core.io.training_data import (
     KINDS,
     RECORD_TYPES,
@@ -343,9 +342,7 @@ def _failure(result: Any) -> Failure:
 
 
 def _write(report: ValidationReport, report_dir: Path) -> None:
-    with atomic_write(report_dir / "report.json") as handle:
-        json.dump(report.to_dict(), handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json(report_dir / "report.json", report.to_dict())
     with atomic_write(report_dir / "summary.txt") as handle:
         handle.write(report.summary() + "\n")
 

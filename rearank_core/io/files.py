@@ -33,6 +33,13 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+def write_json(path: str | Path, data: Any) -> None:
+    """``data`` as indented JSON, atomically (a metrics file is whole or absent)."""
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
 def open_text(path: str | Path) -> IO[str]:
     """Open a text file for reading, transparently gunzipping ``*.gz``; a missing file is an InputError."""
     path = Path(path)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.config import TrackingConfig
+from rearank_core.io.mlflow_store import sqlite_artifact_root
+from rearank_core.io.mlflow_store import tracking_uri as store_uri
 
 
 def metric_key(name: str) -> str:
@@ -22,13 +24,7 @@ def metric_key(name: str) -> str:
 
 def tracking_uri(cfg: TrackingConfig, project: str | Path = ".") -> str:
     """MLflow's convention first: MLFLOW_TRACKING_URI, when set, wins over params.yaml's ``tracking.uri``."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if cfg.uri:
-        return cfg.uri
-    store = Path(project).resolve() / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return store_uri(cfg.uri, project)
 
 
 class StageRun:
@@ -67,10 +63,7 @@ def stage_run(cfg: TrackingConfig, stage: str, project: str | Path = ".") -> Ite
     uri = tracking_uri(cfg, project)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(cfg.experiment) is None:
-        artifacts = None
-        if uri.startswith("sqlite:///"):
-            artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-        mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
+        mlflow.create_experiment(cfg.experiment, artifact_location=sqlite_artifact_root(uri))
     mlflow.set_experiment(cfg.experiment)
     with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None) as run:
         handle = StageRun(mlflow)

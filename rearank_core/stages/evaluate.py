@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rearank_core.config import EvalConfig, TrackingConfig
 from rearank_core.evaluation import Evaluation, evaluate
 from rearank_core.io.auto import read_any_qrels, read_any_topics
-from rearank_core.io.files import atomic_write
+from rearank_core.io.files import write_json
 from rearank_core.io.trec import check_run_queries, read_exclusions, read_run
 from rearank_core.mlops.tracking import stage_run
 
@@ -24,9 +23,7 @@ def evaluate_stage(run_path: str | Path, qrels_path: str | Path, cfg: EvalConfig
     excluded = read_exclusions(exclude) if exclude is not None else None
     result = evaluate(run, qrels, cfg.metrics, cfg.rel_level, excluded)
     if metrics_out is not None:
-        with atomic_write(metrics_out) as handle:
-            json.dump(result.to_dict(), handle, indent=2)
-            handle.write("\n")
+        write_json(metrics_out, result.to_dict())
     with stage_run(tracking, f"evaluate{'-' + name if name else ''}") as tracked:
         tracked.params({"run": str(run_path), "qrels": str(qrels_path), "rel_level": cfg.rel_level,
                         "exclude": str(exclude) if exclude else "", "dataset": name})

@@ -6,7 +6,6 @@ MLflow, resumable from its traces, and the suite's table is one more metrics fil
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from rearank_core.backends.base import Backend
 from rearank_core.config import EvalConfig, RerankConfig, SuiteConfig, TrackingConfig
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
-from rearank_core.io.files import atomic_write
+from rearank_core.io.files import write_json
 from rearank_core.io.requests import read_candidates
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts.parsing import OK
@@ -26,12 +25,6 @@ from rearank_core.stages.evaluate import evaluate_stage
 from rearank_core.stages.rerank import rerank_stage
 
 log = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
 
 
 def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval_cfg: EvalConfig,
@@ -72,7 +65,7 @@ def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval
             backend.close()
     report = {"label": label, "model": cfg.model, "suite": suite.name, "datasets": rows}
     out = Path(suite.metrics) / f"{label}.json"
-    _write_json(out, report)
+    write_json(out, report)
     with stage_run(tracking, f"evaluate-model-{label}") as tracked:
         tracked.params({"label": label, "model": cfg.model, "suite": suite.name, "window": cfg.window,
                         "step": cfg.step, "prompt": cfg.prompt})

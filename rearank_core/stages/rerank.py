@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from rearank_core.config import RerankConfig, TrackingConfig
 from rearank_core.errors import InputError
-from rearank_core.io.files import atomic_write
+from rearank_core.io.files import write_json
 from rearank_core.io.requests import read_candidates
 from rearank_core.io.trec import write_run
 from rearank_core.mlops.tracking import stage_run
@@ -43,9 +42,7 @@ def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig,
         write_run(run_out, results_to_run(results), tag=f"rearank-{cfg.prompt}")
         report = summary.to_dict()
         if summary_out is not None:
-            with atomic_write(summary_out) as handle:
-                json.dump(report, handle, indent=2)
-                handle.write("\n")
+            write_json(summary_out, report)
         tracked.metrics({key: value for key, value in report.items() if isinstance(value, (int, float))})
         tracked.metrics({f"windows_{status}": count for status, count in summary.status.items()})
         for path in (traces_out, summary_out, run_out):

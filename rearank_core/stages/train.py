@@ -18,7 +18,7 @@ from rearank_core.config import (
     SFTTrainConfig,
     TrackingConfig,
 )
-from rearank_core.io.files import atomic_write
+from rearank_core.io.files import atomic_write, write_json
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.training.export import export_adapter
 from rearank_core.training.grpo import run_grpo
@@ -47,9 +47,7 @@ def _tracked(tracking: TrackingConfig, stage: str, params: dict[str, Any], metri
             write_history(history, history_out)
             tracked.artifact(history_out)
         if metrics_out is not None:
-            with atomic_write(metrics_out) as handle:
-                json.dump(figures, handle, indent=2)
-                handle.write("\n")
+            write_json(metrics_out, figures)
             tracked.artifact(metrics_out)
         prefix = stage.removeprefix("train-")
         tracked.metrics({f"{prefix}_{k}": v for k, v in figures.items()

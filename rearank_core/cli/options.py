@@ -1,0 +1,39 @@
+"""The rerank options, defined once for every command that reranks (``rerank``, ``evaluate-model``, ``serve``).
+
+Each defaults to None, meaning params.yaml's ``rerank`` section decides; ``rerank_config`` lays the given ones
+over that section with the same checks as on load, before any model loads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from rearank_core.config import RerankConfig, field_help, override
+
+H = {key: f"{text} (default: params rerank.{key})" for key, text in field_help(RerankConfig).items()}
+
+WindowOpt = Annotated[int | None, typer.Option(help=H["window"])]
+StepOpt = Annotated[int | None, typer.Option(help=H["step"])]
+TopKOpt = Annotated[int | None, typer.Option(help=H["top_k"])]
+BackendOpt = Annotated[str | None, typer.Option(help=H["backend"])]
+ModelOpt = Annotated[str | None, typer.Option(help=H["model"])]
+PromptOpt = Annotated[str | None, typer.Option(help=H["prompt"])]
+MaxNewTokensOpt = Annotated[int | None, typer.Option(help=H["max_new_tokens"])]
+BatchSizeOpt = Annotated[int | None, typer.Option(help=H["batch_size"])]
+DtypeOpt = Annotated[str | None, typer.Option(help=H["dtype"])]
+TruncateUnitOpt = Annotated[str | None, typer.Option(help=H["truncate_unit"])]
+TruncateLengthOpt = Annotated[int | None, typer.Option(help=H["truncate_length"])]
+BaseUrlOpt = Annotated[str | None, typer.Option(help=H["base_url"])]
+ConcurrencyOpt = Annotated[int | None, typer.Option(help=H["concurrency"])]
+TimeoutOpt = Annotated[float | None, typer.Option(help=H["timeout_s"])]
+RetriesOpt = Annotated[int | None, typer.Option(help=H["max_retries"])]
+ReasoningModelOpt = Annotated[bool | None, typer.Option("--reasoning-model/--no-reasoning-model",
+                                                        help=H["reasoning_model"])]
+
+
+def rerank_config(base: RerankConfig, *, timeout: float | None = None, retries: int | None = None,
+                  **options: Any) -> RerankConfig:
+    """``base`` with every option that was given; ``timeout`` and ``retries`` are the options' names for
+    ``timeout_s`` and ``max_retries``."""
+    return override(base, "rerank", **options, timeout_s=timeout, max_retries=retries)

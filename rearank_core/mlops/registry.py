@@ -1,0 +1,200 @@
+"""The MLflow model registry: register a reranker with its metrics, move ``champion`` through a gate, roll back.
+
+Every registered version gets alias ``candidate``. ``champion`` moves only through ``promote``, whose decision
+(promoted or refused, and why) is recorded on the candidate version as tags and in its description. Earlier
+champions are kept, newest last, in the registered model's tag ``rearank.champion_history`` so ``rollback``
+can restore the previous one. Each change of ``champion`` is a single alias call made after everything it
+depends on is written, and a failure of that call restores the history tag: a promotion or rollback that fails
+half way leaves the aliases (and the history) as they were."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rearank_core.config import RegistryConfig
+from rearank_core.errors import InputError
+from rearank_core.mlops.tracking import metric_key
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+HISTORY_TAG = "rearank.champion_history"
+GATE_TAG = "rearank.gate"
+FINGERPRINT_TAG = "rearank.fingerprint"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate (or a rollback) decided, as recorded on the version."""
+
+    action: str  # promote | rollback
+    moved: bool
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+    reason: str
+    metric: str
+    candidate_value: float | None = None
+    champion_value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def client(uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def gate_metric(cfg: RegistryConfig) -> str:
+    """The version tag the gate reads, as the evaluation logs it: ``ndcg_at_10_dl19``."""
+    return f"{metric_key(cfg.metric)}_{cfg.dataset}"
+
+
+def _alias(mlflow_client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _float_tag(version: Any, key: str) -> float | None:
+    value = (version.tags or {}).get(key)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # "not evaluated: ..." is recorded as text, never as a number
+
+
+def _history(mlflow_client: Any, name: str) -> list[str]:
+    raw = mlflow_client.get_registered_model(name).tags.get(HISTORY_TAG)
+    return list(json.loads(raw)) if raw else []
+
+
+def find_version(mlflow_client: Any, name: str, fingerprint: str) -> Any | None:
+    """The version already registered from the same model files and evaluation, if any (a rerun registers
+    nothing new)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    return next((v for v in versions if (v.tags or {}).get(FINGERPRINT_TAG) == fingerprint), None)
+
+
+def register(mlflow_module: Any, model_dir: str | Path, name: str, settings: dict[str, Any], tags: dict[str, str],
+             fingerprint: str, pip_requirements: list[str]) -> Any:
+    """Log ``model_dir`` as a pyfunc reranker in the active MLflow run, register it under ``name`` with ``tags``,
+    and point ``candidate`` at it. Returns the model version."""
+    from rearank_core.mlops.pyfunc import RerankerModel
+
+    # The signature comes from predict's type hints; no input example, which MLflow would run through the model.
+    info = mlflow_module.pyfunc.log_model(
+        name="reranker", python_model=RerankerModel(), artifacts={"model": str(model_dir)}, model_config=settings,
+        pip_requirements=pip_requirements, registered_model_name=name)
+    registry = mlflow_module.MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in {**tags, FINGERPRINT_TAG: fingerprint}.items():
+        registry.set_model_version_tag(name, version, key, value)
+    registry.set_registered_model_alias(name, CANDIDATE, version)
+    return registry.get_model_version(name, version)
+
+
+def _record(mlflow_client: Any, name: str, decision: Decision) -> None:
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    mlflow_client.set_model_version_tag(name, decision.version, GATE_TAG, json.dumps({**decision.to_dict(), "at": stamp}))
+    mlflow_client.update_model_version(name, decision.version, description=f"{stamp} {decision.action}: {decision.reason}")
+
+
+def _move_champion(mlflow_client: Any, name: str, version: str, history: list[str], previous: list[str]) -> None:
+    """Write the new history, then move the alias in one call; if that call fails, put the old history back."""
+    mlflow_client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    try:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    except BaseException:
+        mlflow_client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(previous))
+        raise
+
+
+def promote(mlflow_client: Any, cfg: RegistryConfig, version: str | None = None) -> Decision:
+    """Move ``champion`` to ``version`` (default: the ``candidate``) if it passes the gate: its metric on the
+    gate's dataset at least the champion's plus ``margin`` (and its format-valid rate at least
+    ``min_format_valid`` when set). A version without the metric never passes: it is not computed, not zero."""
+    name = cfg.name
+    candidate = mlflow_client.get_model_version(name, version) if version else _alias(mlflow_client, name, CANDIDATE)
+    if candidate is None:
+        raise InputError(f"registered model {name!r} has no '{CANDIDATE}' version to promote", field="registry.name")
+    champion = _alias(mlflow_client, name, CHAMPION)
+    version = str(candidate.version)
+    before = str(champion.version) if champion else None
+    key = gate_metric(cfg)
+    value = _float_tag(candidate, key)
+    held = _float_tag(champion, key) if champion else None
+    format_valid = _float_tag(candidate, f"format_valid_{cfg.dataset}")
+    if value is None:
+        moved, reason = False, f"version {version} has no {key} (not evaluated on {cfg.dataset})"
+    elif cfg.min_format_valid is not None and (format_valid is None or format_valid < cfg.min_format_valid):
+        moved, reason = False, (f"format-valid rate on {cfg.dataset} {format_valid} is below the required "
+                                f"{cfg.min_format_valid}")
+    elif champion is None:
+        moved, reason = True, f"no champion yet; {key} = {value:.4f}"
+    elif before == version:
+        moved, reason = False, f"version {version} is already the champion"
+    elif held is None:
+        moved, reason = True, f"champion v{before} has no {key}; {key} = {value:.4f}"
+    elif value >= held + cfg.margin:
+        moved, reason = True, f"{key} {value:.4f} >= champion v{before}'s {held:.4f} + margin {cfg.margin}"
+    else:
+        moved, reason = False, f"{key} {value:.4f} < champion v{before}'s {held:.4f} + margin {cfg.margin}"
+    decision = Decision("promote", moved, version, before, version if moved else before, reason,
+                        key, value, held)
+    _record(mlflow_client, name, decision)
+    if moved:
+        previous = _history(mlflow_client, name)
+        _move_champion(mlflow_client, name, version, previous + [before] if before else previous, previous)
+    return decision
+
+
+def rollback(mlflow_client: Any, cfg: RegistryConfig) -> Decision:
+    """Give ``champion`` back to the version it had before the last promotion."""
+    name = cfg.name
+    previous = _history(mlflow_client, name)
+    champion = _alias(mlflow_client, name, CHAMPION)
+    if not previous or champion is None:
+        raise InputError(f"registered model {name!r} has no earlier champion to roll back to", field="registry.name")
+    restored, current = str(previous[-1]), str(champion.version)
+    decision = Decision("rollback", True, current, current, restored,
+                        f"champion returned to v{restored}", gate_metric(cfg))
+    _record(mlflow_client, name, decision)
+    _move_champion(mlflow_client, name, restored, previous[:-1], previous)
+    return decision
+
+
+def state(mlflow_client: Any, name: str, metric_prefixes: tuple[str, ...] = ("ndcg_at_10_", "format_valid_")) -> dict[str, Any]:
+    """Every version of ``name`` with its aliases, metric tags and the gate's last decision; plus the history."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException:
+        return {"name": name, "versions": [], "aliases": {}, "champion_history": []}
+    versions = sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    rows = []
+    for v in versions:
+        tags = v.tags or {}
+        rows.append({"version": str(v.version), "aliases": sorted(a for a, n in aliases.items() if n == str(v.version)),
+                     "run_id": v.run_id,
+                     "metrics": {k: tags[k] for k in sorted(tags) if k.startswith(metric_prefixes)},
+                     "gate": json.loads(tags[GATE_TAG]) if GATE_TAG in tags else None})
+    return {"name": name, "versions": rows, "aliases": aliases,
+            "champion_history": json.loads(model.tags.get(HISTORY_TAG, "[]"))}

@@ -1,0 +1,226 @@
+"""The MLflow model registry: registration with metrics and provenance tags, the promotion gate (promote, refuse,
+roll back, a failure half way), ``models:/`` URIs wherever a model is accepted, and the registered model served by
+``mlflow models serve`` over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+import yaml
+from conftest import BIN, DL19_CANDIDATES
+
+from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig
+from rearank_core.errors import InputError
+from rearank_core.mlops import registry
+from rearank_core.stages.registry import (
+    promote_stage,
+    register_stage,
+    registry_state,
+    rollback_stage,
+)
+
+SETTINGS = RerankConfig(window=3, step=2, max_new_tokens=8, truncate_unit="words", truncate_length=20)
+
+
+def report(path: Path, dl19: float | None, format_valid: float = 1.0) -> Path:
+    """An evaluate-model report with the given nDCG@10 on dl19 (None: dl19 not evaluated) and a BRIGHT domain
+    that could not be evaluated."""
+    datasets: dict = {"bright_biology": {"status": "not evaluated", "reason": "BRIGHT documents not found"}}
+    if dl19 is not None:
+        datasets["dl19"] = {"queries": 3, "top_k": 10, "format_valid_rate": format_valid, "windows": 6,
+                            "bm25": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": dl19, "recall@10": 0.2}}
+    path.write_text(json.dumps({"label": "trained", "suite": "tiny", "datasets": datasets}))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackingConfig:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    return TrackingConfig()
+
+
+def register(tiny_dir: Path, tmp_path: Path, tracking: TrackingConfig, dl19: float | None, cfg: RegistryConfig,
+             format_valid: float = 1.0) -> str:
+    path = report(tmp_path / f"report-{dl19}-{format_valid}.json", dl19, format_valid)
+    state = register_stage(tiny_dir, path, cfg, SETTINGS, tracking, "params.yaml", {"sft": path})
+    return state["aliases"]["candidate"]
+
+
+def test_register_tags_the_version_and_a_rerun_registers_nothing_new(tiny_dir: Path, tmp_path: Path,
+                                                                     store: TrackingConfig) -> None:
+    cfg = RegistryConfig(name="tiny-reranker")
+    path = report(tmp_path / "report.json", 0.61)
+    state = register_stage(tiny_dir, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path}, tmp_path / "state.json")
+    assert state["aliases"] == {"candidate": "1"}
+    assert json.loads((tmp_path / "state.json").read_text())["aliases"] == {"candidate": "1"}
+    version = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version("tiny-reranker", "1")
+    tags = version.tags
+    assert float(tags["ndcg_at_10_dl19"]) == 0.61 and float(tags["format_valid_dl19"]) == 1.0
+    assert float(tags["bm25_ndcg_at_10_dl19"]) == 0.5
+    assert tags["ndcg_at_10_bright_biology"] == "not evaluated: BRIGHT documents not found"
+    assert tags["profile"] == "profiles/x.yaml" and tags["model_format"] == "full"
+    assert tags["data_md5_sft"] == hashlib.md5(path.read_bytes()).hexdigest()
+    assert len(tags["git_commit"].removesuffix("-dirty")) == 40 or tags["git_commit"] == "unknown"
+    run = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(version.run_id)
+    assert run.data.tags["rearank.stage"] == "register" and run.data.metrics["ndcg_at_10_dl19"] == 0.61
+    again = register_stage(tiny_dir, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path})
+    assert [v["version"] for v in again["versions"]] == ["1"]
+
+
+def test_gate_promotes_refuses_and_rolls_back(tiny_dir: Path, tmp_path: Path, store: TrackingConfig) -> None:
+    cfg = RegistryConfig(name="gated", margin=0.01)
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    first = register(tiny_dir, tmp_path, store, 0.50, cfg)
+    decision = promote_stage(cfg, store)
+    assert decision.moved and decision.champion_after == first and "no champion yet" in decision.reason
+    assert "promote" in client.get_model_version("gated", first).description
+
+    worse = register(tiny_dir, tmp_path, store, 0.505, cfg)  # better, but not by the margin
+    decision = promote_stage(cfg, store)
+    assert not decision.moved and decision.champion_after == first and "margin 0.01" in decision.reason
+    assert json.loads(client.get_model_version("gated", worse).tags[registry.GATE_TAG])["moved"] is False
+    assert str(client.get_model_version_by_alias("gated", "candidate").version) == worse
+
+    better = register(tiny_dir, tmp_path, store, 0.60, cfg)
+    assert promote_stage(cfg, store).moved
+    state = registry_state(cfg, store)
+    assert state["aliases"] == {"candidate": better, "champion": better} and state["champion_history"] == [first]
+
+    decision = rollback_stage(cfg, store)
+    assert decision.champion_after == first
+    assert str(client.get_model_version_by_alias("gated", "champion").version) == first
+    with pytest.raises(InputError, match="no earlier champion"):
+        rollback_stage(cfg, store)
+    # The old champion can win its title back only through the gate: promoting it again is refused (already champion).
+    assert not promote_stage(cfg, store, version=first).moved
+
+
+def test_gate_refuses_what_was_not_evaluated_or_writes_no_answers(tiny_dir: Path, tmp_path: Path,
+                                                                 store: TrackingConfig) -> None:
+    cfg = RegistryConfig(name="strict", min_format_valid=0.9)
+    register(tiny_dir, tmp_path, store, None, cfg)
+    decision = promote_stage(cfg, store)
+    assert not decision.moved and "not evaluated on dl19" in decision.reason
+    register(tiny_dir, tmp_path, store, 0.9, cfg, format_valid=0.5)
+    decision = promote_stage(cfg, store)
+    assert not decision.moved and "format-valid rate" in decision.reason
+    assert registry_state(cfg, store)["aliases"].get("champion") is None
+
+
+def test_a_promotion_that_fails_half_way_leaves_the_aliases_as_they_were(tiny_dir: Path, tmp_path: Path,
+                                                                          store: TrackingConfig,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = RegistryConfig(name="atomic")
+    first = register(tiny_dir, tmp_path, store, 0.5, cfg)
+    promote_stage(cfg, store)
+    second = register(tiny_dir, tmp_path, store, 0.7, cfg)
+    before = registry_state(cfg, store)
+    real = mlflow.MlflowClient.set_registered_model_alias
+
+    def failing(self: mlflow.MlflowClient, name: str, alias: str, version: str) -> None:
+        if alias == registry.CHAMPION:
+            raise ConnectionError("tracking server went away")
+        real(self, name, alias, version)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", failing)
+    with pytest.raises(ConnectionError):
+        promote_stage(cfg, store)
+    after = registry_state(cfg, store)
+    assert after["aliases"] == before["aliases"] == {"candidate": second, "champion": first}
+    assert after["champion_history"] == before["champion_history"] == []
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", real)
+    assert promote_stage(cfg, store).champion_after == second
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path, tmp_path: Path, root: Path,
+                                                                  model_cache: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["registry"] = {"name": "cli-reranker"}
+    params["rerank"].update(model_cache=str(model_cache))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1",
+           "COLUMNS": "160"}
+
+    def rearank(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "rearank"), *args, "--params", str(tmp_path / "params.yaml")], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    done = rearank("registry", "register", "--model", str(tiny_dir), "--report", str(report(tmp_path / "r.json", 0.55)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "models:/cli-reranker@candidate (version 1)" in done.stdout
+    done = rearank("registry", "promote")
+    assert done.returncode == 0 and "promoted version 1" in done.stdout, done.stderr[-2000:]
+    done = rearank("registry", "show")
+    assert "champion" in done.stdout and "0.55" in done.stdout
+    refused = rearank("registry", "rollback")
+    assert refused.returncode == 2 and "no earlier champion" in refused.stderr
+    missing = rearank("registry", "register", "--model", str(tmp_path / "nowhere"), "--report", str(tmp_path / "r.json"))
+    assert missing.returncode == 2 and "nowhere" in missing.stderr
+
+    run = tmp_path / "champion.trec"
+    done = rearank("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model",
+                   "models:/cli-reranker@champion", "--limit", "1", "--top-k", "6", "--window", "3", "--step", "3",
+                   "--max-new-tokens", "4", "--no-track", "-q")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(run.read_text().splitlines()) == 100  # the query's whole list, its top-6 reranked
+    unknown = rearank("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model",
+                      "models:/cli-reranker@nobody", "--limit", "1", "--no-track", "-q")
+    assert unknown.returncode == 2 and "models:/cli-reranker@nobody" in unknown.stderr
+
+
+def test_mlflow_models_serve_answers_rankings(tiny_dir: Path, tmp_path: Path, store: TrackingConfig) -> None:
+    cfg = RegistryConfig(name="served")
+    register(tiny_dir, tmp_path, store, 0.5, cfg)
+    promote_stage(cfg, store)
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/served@champion",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
+                              cwd=tmp_path, env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # it runs `uvicorn` from PATH
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not start"
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        documents = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is in Germany.",
+                     "France borders Spain.", "The Seine flows through Paris."]
+        answer = requests.post(f"{url}/invocations", timeout=120, json={"inputs": [
+            {"query": "capital of France", "documents": documents, "top_n": 3},
+            {"query": "fruit colours", "documents": documents[:2]}]})
+        assert answer.status_code == 200, answer.text
+        first, second = answer.json()["predictions"]
+        assert len(first["results"]) == 3 and len({r["index"] for r in first["results"]}) == 3
+        assert all(0 <= r["index"] < len(documents) for r in first["results"])
+        scores = [r["relevance_score"] for r in first["results"]]
+        assert scores == sorted(scores, reverse=True) and scores[0] == 1.0
+        assert sorted(r["index"] for r in second["results"]) == [0, 1]
+        bad = requests.post(f"{url}/invocations", timeout=60, json={"inputs": [{"query": "no documents"}]})
+        assert 400 <= bad.status_code < 500 and "documents" in bad.text
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
