@@ -28,7 +28,8 @@ def grpo_task(job: TrainJob, params: Params) -> dict[str, Any]:
 @task(name="evaluate-model")
 def evaluate_task(model: str, label: str, params: Params) -> dict[str, Any]:
     cfg = override(params.rerank, "rerank", model=model)
-    return evaluate_model_stage(label, params.suite, cfg, params.evaluate, params.tracking, show_progress=False)
+    return evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate, params.tracking,
+                                params.bm25, show_progress=False)
 
 
 @flow(name="training")

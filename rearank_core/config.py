@@ -273,26 +273,96 @@ class GRPOTrainConfig(TrainerKnobs):
     save_steps: int = knob(5, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
 
 
+class EntryError(ValueError):
+    """Fields of one config entry that do not fit together, raised by its ``__post_init__``. ``key`` is the field to
+    fix, relative to the entry (``run``, ``datasets[2].name``), so that a load error names its line."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+# xlangai/BRIGHT's splits (io.bright reads them); here so that a suite entry's domain is checked on load.
+BRIGHT_DOMAINS = (
+    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_theorems", "theoremqa_questions",
+)
+FIRST_STAGES = ("bm25", "reasonir")
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a file name and an MLflow metric suffix
+
+
 @dataclass
 class EvalDataset:
-    """One dataset of the evaluation suite: first-stage candidates reranked to their top-k, scored on qrels."""
+    """One dataset of an evaluation suite, reranked to its top-k and scored: either a candidates file with passage
+    text and its qrels, or a BRIGHT domain (queries, qrels and documents from ``suite.bright_root``) with the first
+    stage that ranks its documents."""
 
-    name: str = knob(help="dataset name, in metric names (ndcg_at_10_<name>)")
-    candidates: str = knob(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")
-    qrels: str = knob(help="TREC or BEIR qrels")
+    name: str = knob(help="dataset name: its files and metric names (ndcg_at_10_<name>)", pattern=NAME)
+    candidates: str | None = knob(None, "rank_llm candidates JSONL or RankGPT retrieve-results JSON (with qrels)")
+    qrels: str | None = knob(None, "TREC or BEIR qrels of the candidates")
+    bright: str | None = knob(None, "a BRIGHT domain, instead of candidates and qrels", choices=BRIGHT_DOMAINS)
+    first_stage: str | None = knob(None, "the first stage: bm25 (BRIGHT: a Lucene index of the domain's documents, "
+                                         "built once) or reasonir (BRIGHT: needs run); null: bm25 for candidates",
+                                   choices=FIRST_STAGES)
+    run: str | None = knob(None, "BRIGHT: the first stage's TREC run (document ids only); reasonir needs one, bm25 "
+                                 "without one retrieves")
     top_k: int = knob(30, "rerank the first K candidates", min=1)
     queries: int | None = knob(None, "the first N queries only; null: all", min=1)
+
+    def __post_init__(self) -> None:
+        if self.bright is None:
+            if self.candidates is None or self.qrels is None:
+                raise EntryError("candidates" if self.candidates is None else "qrels",
+                                 "an entry needs candidates and qrels, or bright: DOMAIN with its first_stage")
+            if self.run is not None:
+                raise EntryError("run", "only a BRIGHT entry reads a run: candidates hold their own ranking")
+            self.first_stage = self.first_stage or "bm25"
+            return
+        if self.candidates is not None or self.qrels is not None:
+            raise EntryError("bright", "either candidates and qrels or bright, not both")
+        if self.first_stage is None:
+            raise EntryError("first_stage", f"a BRIGHT entry needs its first stage: one of {', '.join(FIRST_STAGES)}")
+        if self.first_stage == "reasonir" and self.run is None:
+            raise EntryError("run", f"reasonir needs its run, e.g. data/bright/runs/reasonir/{self.bright}.trec")
+
+
+@dataclass
+class EvalSuite:
+    """A named evaluation suite (an entry of section ``suites``): ``rearank evaluate-model --suite NAME`` reranks
+    each of its datasets with the ``rerank`` settings and scores it next to its first stage."""
+
+    name: str = knob(help="suite name: --suite NAME, and the folder of its results", pattern=NAME)
+    datasets: tuple[EvalDataset, ...] = knob(help="datasets to rerank and score")
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise EntryError("datasets", "a suite needs at least one dataset")
+        first: dict[str, int] = {}
+        for i, dataset in enumerate(self.datasets):
+            if dataset.name in first:
+                raise EntryError(f"datasets[{i}].name", f"duplicate dataset name {dataset.name!r} (also "
+                                                        f"datasets[{first[dataset.name]}])")
+            first[dataset.name] = i
 
 
 @dataclass
 class SuiteConfig:
-    """The evaluation suite (section ``suite``): ``rearank evaluate-model`` reranks each dataset with the
-    ``rerank`` settings and writes BM25 vs model metrics."""
+    """Evaluation settings (section ``suite``): the suite the pipeline's evaluate stages run, where results go,
+    where BRIGHT is. The suites themselves are section ``suites``."""
 
-    name: str = knob("default", "suite name, in MLflow")
-    datasets: tuple[EvalDataset, ...] = knob((), "datasets to rerank and score")
-    metrics: str = knob("metrics/eval", "folder of one summary JSON per evaluated model label (output)")
-    work: str = knob("work/eval", "runs, traces and per-dataset metrics, one folder per label (output)")
+    name: str = knob("quick", "the suite (of section suites) the pipeline evaluates on; evaluate-model --suite "
+                              "picks another", pattern=NAME, option="--suite")
+    metrics: str = knob("metrics/eval", "summaries <metrics>/<suite>/<label>.json and .md, each dataset's metrics "
+                                        "in <metrics>/<suite>/<label>/ (output)")
+    work: str = knob("work/eval", "runs and traces in <work>/<suite>/<label>/, BRIGHT BM25 indexes in "
+                                  "<work>/bright/<domain>/ (output)")
+    bright_root: str | None = knob(None, "BRIGHT in its Hugging Face layout (examples/, documents/): a local folder, "
+                                         "or null for the HF cache of xlangai/BRIGHT; never downloaded")
+
+    def report(self, label: str, suite: str | None = None) -> Path:
+        """The summary JSON of model ``label`` on ``suite`` (default: ``name``)."""
+        return Path(self.metrics) / (suite or self.name) / f"{label}.json"
 
 
 @dataclass
@@ -320,6 +390,9 @@ class TrainJob:
     grpo_history: str = knob(help="GRPO per-step log CSV: reward, each component, format-valid rate (output, a DVC "
                                    "plot)")
     export: str = knob(help="the shipped adapter and its training card (output, kept in git)")
+    untrained: str = knob("embedded", "the untrained model the trained one is compared with (the base LLM)")
+    registered: str = knob("metrics/registry/registered.json", "the registry's state after registering (output)")
+    promoted: str = knob("metrics/registry/promoted.json", "the registry's state and the gate's decision (output)")
 
 
 @dataclass
@@ -351,6 +424,7 @@ class Params:
     sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     grpo: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
+    suites: tuple[EvalSuite, ...] = ()
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     baseline: BaselineJob | None = None
     rerank_job: RerankJob | None = None
@@ -365,27 +439,45 @@ class Params:
             raise InputError("no such section; the pipeline's paths live there", self.path, field=name)
         return value
 
+    def evaluation_suite(self, name: str | None = None, option: str = "suite.name") -> EvalSuite:
+        """The suite called ``name`` (default: ``suite.name``) in section ``suites``; an error naming ``option``
+        and the known suites otherwise."""
+        name = name or self.suite.name
+        for suite in self.suites:
+            if suite.name == name:
+                return suite
+        known = ", ".join(s.name for s in self.suites) or "none (no suites section)"
+        raise InputError(f"no suite named {name!r}; suites: {known}", self.path, field=option)
+
 
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "sft": SFTTrainConfig,
-                             "grpo": GRPOTrainConfig, "suite": SuiteConfig,
+                             "grpo": GRPOTrainConfig, "suite": SuiteConfig, "suites": EvalSuite,
                              "registry": RegistryConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
                              "data_job": DataJob, "train_job": TrainJob}
 
 
 def _key_lines(text: str) -> dict[str, int]:
-    """1-based line of every ``section`` and ``section.key`` in a YAML mapping of mappings."""
+    """1-based line of every ``section``, ``section.key`` and, inside lists of entries, ``section.key[i]`` and
+    ``section.key[i].key`` (``suites[0].datasets[2].bright``) in a YAML mapping."""
     lines: dict[str, int] = {}
     root = yaml.compose(text)
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for key_node, value_node in root.value:
-        lines[str(key_node.value)] = key_node.start_mark.line + 1
-        if isinstance(value_node, yaml.MappingNode):
-            for sub_key, _ in value_node.value:
-                lines[f"{key_node.value}.{sub_key.value}"] = sub_key.start_mark.line + 1
+    if isinstance(root, yaml.MappingNode):
+        _node_lines(root, "", lines)
     return lines
+
+
+def _node_lines(node: yaml.Node, where: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{where}.{key_node.value}" if where else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            _node_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[f"{where}[{i}]"] = item.start_mark.line + 1
+            _node_lines(item, f"{where}[{i}]", lines)
 
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -468,9 +560,7 @@ def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
             raise InputError(f"unknown key; known: {', '.join(known)}", origin, lines.get(where), where)
         item_cls = _entry_class(hints[key])
         if item_cls is not None and isinstance(value, list):
-            value = [section(item, f"{where}[{i}]", item_cls, origin,
-                             {f"{where}[{i}]": lines[where]} if where in lines else {})
-                     for i, item in enumerate(value)]
+            value = _entries(value, where, item_cls, origin, lines)
         try:
             values[key] = coerce(value, hints[key], dict(known[key].metadata))
         except ValueError as exc:
@@ -479,7 +569,17 @@ def section(raw: Any, name: str, cls: type[T], path: str | Path = "params.yaml",
     if missing:
         raise InputError(f"missing key(s): {', '.join(missing)}", files.get(name, path), lines.get(name),
                          f"{name}.{missing[0]}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except EntryError as exc:  # fields that do not fit together: point at the one to fix, or at the entry
+        where = f"{name}.{exc.key}"
+        raise InputError(exc.message, files.get(where, path), lines.get(where, lines.get(name)), where) from None
+
+
+def _entries(items: list[Any], where: str, cls: type[T], path: str | Path, lines: dict[str, int]) -> list[T]:
+    """Each mapping of a list built as ``cls``; an entry without a line of its own points at the list's."""
+    return [section(item, f"{where}[{i}]", cls, path, {f"{where}[{i}]": lines.get(where), **lines})
+            for i, item in enumerate(items)]
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -536,9 +636,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         if name not in SECTIONS:
             raise InputError(f"unknown section; known: extends, {', '.join(SECTIONS)}", files.get(str(name), path),
                              lines.get(str(name)), str(name))
-    built = {name: section(data[name], name, cls, path, lines, files) for name, cls in SECTIONS.items()
-             if name in data}
-    return Params(**built, path=str(path))
+    hints = typing.get_type_hints(Params)
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        if name not in data:
+            continue
+        if _entry_class(hints[name]) is None:
+            built[name] = section(data[name], name, cls, path, lines, files)
+        elif isinstance(data[name], list):  # a section that is a list of entries (suites)
+            built[name] = tuple(_entries(data[name], name, cls, files.get(name, path), lines))
+        else:
+            raise InputError(f"expected a list of {cls.__name__} entries, got {_describe(data[name])}",
+                             files.get(name, path), lines.get(name), name)
+    params = Params(**built, path=str(path))
+    if "suite" in data or "suites" in data:  # the suite the pipeline runs must exist, found now rather than hours in
+        try:
+            params.evaluation_suite()
+        except InputError as exc:
+            raise InputError(exc.message, files.get("suite.name", path), lines.get("suite.name", lines.get("suite")),
+                             "suite.name") from None
+    return params
 
 
 def override(cfg: T, section_name: str, **values: Any) -> T:
@@ -555,6 +672,30 @@ def override(cfg: T, section_name: str, **values: Any) -> T:
         except ValueError as exc:
             raise InputError(str(exc), field=meta[key].get("option") or f"{section_name}.{key}") from None
     return replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with ``{"section.key": value}`` overrides (a Prefect deployment's parameters, say), each checked
+    as on load; an unknown section or key is an error naming it."""
+    changes: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        name, _, key = dotted.partition(".")
+        if name not in SECTIONS or not key:
+            raise InputError(f"unknown params key {dotted!r}: expected SECTION.KEY with SECTION one of "
+                             f"{', '.join(SECTIONS)}", params.path, field=dotted)
+        current = changes.get(name, getattr(params, name))
+        if current is None or not is_dataclass(current):
+            raise InputError("no such section to override key by key", params.path, field=dotted)
+        if key not in {f.name for f in fields(current)}:
+            raise InputError(f"unknown key {key!r} in section {name!r}", params.path, field=dotted)
+        hints = typing.get_type_hints(type(current))
+        meta = {f.name: dict(f.metadata) for f in fields(current)}
+        try:
+            coerced = coerce(value, hints[key], meta[key])
+        except ValueError as exc:
+            raise InputError(str(exc), params.path, field=dotted) from None
+        changes[name] = replace(current, **{key: coerced})
+    return replace(params, **changes)
 
 
 def validated(cfg: T, section_name: str) -> T:

@@ -1,5 +1,6 @@
 """rearank evaluate-model: one model over the suite's datasets, next to BM25 on the same queries, over real HTTP
-(the OpenAI backend against a local ranking server), with MLflow metrics named per dataset."""
+(the OpenAI backend against a local ranking server), with MLflow metrics named per dataset; a BRIGHT dataset whose
+documents are nowhere to be found is reported "not evaluated" with the reason."""
 
 from __future__ import annotations
 
@@ -24,17 +25,23 @@ def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, t
     params["rerank"].update(backend="openai", base_url=f"http://127.0.0.1:{ranking_server.server_port}/v1",
                             window=5, step=5, truncate_unit="words", truncate_length=20)
     params["suite"] = {"name": "tiny", "metrics": str(tmp_path / "metrics"), "work": str(tmp_path / "work"),
-                       "datasets": [{"name": "dl19", "candidates": str(DL19_CANDIDATES), "qrels": str(DL19_QRELS),
-                                     "top_k": 10, "queries": 3}]}
+                       "bright_root": None}  # the HF cache, empty here
+    params["suites"] = [{"name": "tiny", "datasets": [
+        {"name": "dl19", "candidates": str(DL19_CANDIDATES), "qrels": str(DL19_QRELS), "top_k": 10, "queries": 3},
+        {"name": "bright_biology_bm25", "bright": "biology", "first_stage": "bm25", "top_k": 10, "queries": 3}]}]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1",
-           "COLUMNS": "120"}
+           "COLUMNS": "120", "HF_HOME": str(tmp_path / "hf")}
     command = [sys.executable, "-m", "rearank_core.cli", "evaluate-model", "--model", "served", "--label", "served",
                "--params", str(tmp_path / "params.yaml"), "-q"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "metrics" / "served.json").read_text())
+    report = json.loads((tmp_path / "metrics" / "tiny" / "served.json").read_text())
+    assert (report["label"], report["model"], report["suite"]) == ("served", "served", "tiny")
     row = report["datasets"]["dl19"]
+    assert row["first_stage"] == "bm25"
+    assert json.loads((tmp_path / "metrics" / "tiny" / "served" / "dl19.json").read_text())["ndcg@10"] == \
+        round(row["reranked"]["ndcg@10"], 4)
     assert row["queries"] == 3 and row["windows"] == 6 and (row["window"], row["step"], row["top_k"]) == (5, 5, 10)
     # The server answers query 1 well, query 2 with a repairable answer, query 3 cut off: 4 of 6 windows parsed.
     assert row["format_valid_rate"] == 4 / 6 and row["exact_rate"] == 2 / 6
@@ -47,6 +54,19 @@ def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, t
                                 "tags.`rearank.stage` = 'evaluate-model-served'")
     assert run.data.metrics["ndcg_at_10_dl19"] == row["reranked"]["ndcg@10"]
     assert run.data.metrics["format_valid_dl19"] == row["format_valid_rate"]
+    # BRIGHT is not in the (empty) HF cache: not evaluated, with where it looked, and never a number.
+    reason = f"BRIGHT is not in the Hugging Face cache of xlangai/BRIGHT ({tmp_path / 'hf' / 'hub'})"
+    assert report["datasets"]["bright_biology_bm25"] == {
+        "status": "not evaluated", "reason": reason + ": expected its Hugging Face layout (examples/, documents/)",
+        "first_stage": "bm25"}
+    assert run.data.tags["not_evaluated_bright_biology_bm25"].startswith(reason)
+    assert not any(key.endswith("_bright_biology_bm25") for key in run.data.metrics)
+    assert not (tmp_path / "metrics" / "tiny" / "served" / "bright_biology_bm25.json").exists()
+    assert "bright_biology_bm25" in result.stderr and "not evaluated" in result.stderr
+    table = (tmp_path / "metrics" / "tiny" / "served.md").read_text()
+    assert "| bright_biology_bm25 | bm25 | | | not evaluated | not evaluated | | |" in table
+    assert f"- bright_biology_bm25: not evaluated: {reason}" in table
+    assert table.count("| dl19 | bm25 | 3 | 10 |") == 1
     # A rerun resumes every window from the traces: nothing is asked again.
     asked = sum(ranking_server.per_query.values())
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

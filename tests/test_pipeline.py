@@ -35,7 +35,7 @@ def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, obje
     shutil.copytree(root / "data" / "beir" / "scifact", dest / "data" / "beir" / "scifact")
     shutil.copytree(root / "data" / "msmarco", dest / "data" / "msmarco")
     shutil.copytree(root / "models", dest / "models")  # the shipped reranker, the rerank settings' default model
-    (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\n")
+    (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\ndvc-remote/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -81,15 +81,21 @@ def tracked_runs(project: Path, stage: str) -> list[mlflow.entities.Run]:
 def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None:
     env = project_env(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    targets = ["evaluate", "evaluate_rerank"]  # the two jobs' stages (the data job has its own test)
-    subprocess.run([str(BIN / "dvc"), "repro", "-q", *targets], cwd=project, env=env, check=True)
+    subprocess.run([str(BIN / "dvc"), "repro", "-q", "evaluate"], cwd=project, env=env, check=True)  # the baseline
+    job = params["rerank_job"]  # the slice by the CLI commands the flow's tasks mirror
+    for command in (["rerank", "--candidates", job["candidates"], "--limit", str(job["queries"]), "--top-k",
+                     str(job["top_k"]), "--run", job["run"], "--traces", job["traces"], "--summary-out", job["summary"],
+                     "--name", job["name"], "-q"],
+                    ["evaluate", "--run", job["run"], "--qrels", job["qrels"], "--metrics-out", job["metrics"],
+                     "--name", job["name"]]):
+        subprocess.run([str(BIN / "rearank"), *command], cwd=project, env=env, check=True, capture_output=True)
     by_dvc = outputs(project)
     assert by_dvc["bm25_metrics"]["ndcg@10"] == pytest.approx(0.679, abs=0.005)
     assert by_dvc["summary"]["queries"] == SLICE_QUERIES and by_dvc["summary"]["windows"] == 5 * SLICE_QUERIES
     assert by_dvc["rerank_metrics"]["queries_evaluated"] == SLICE_QUERIES
     run = read_run(project / "work" / "dl19_slice" / "rerank.trec")
     assert len(run) == SLICE_QUERIES and all(len(ranking) == 100 for ranking in run.values())
-    status = subprocess.run([str(BIN / "dvc"), "status", *targets], cwd=project, env=env, check=True,
+    status = subprocess.run([str(BIN / "dvc"), "status", "evaluate"], cwd=project, env=env, check=True,
                             capture_output=True, text=True)
     assert "up to date" in status.stdout
 
@@ -106,7 +112,7 @@ def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None
     for metrics in (r.data.metrics for r in tracked_runs(project, "evaluate-scifact")):
         assert metrics["ndcg_at_10"] == pytest.approx(by_dvc["bm25_metrics"]["ndcg@10"], abs=1e-4)
     reranks = tracked_runs(project, "rerank-dl19-slice")
-    assert len(reranks) == 2  # one from dvc repro's rerank stage, one from the flow
+    assert len(reranks) == 2  # one from the CLI, one from the flow
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     for tracked in reranks:
         assert tracked.data.params["model"] == params["rerank"]["model"] and tracked.data.params["window"] == "10"
@@ -180,16 +186,17 @@ def test_training_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache
     params["rerank"].update(window=5, step=5, max_new_tokens=8)
     params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
     params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
-    params["suite"].update(datasets=[{"name": "dl19", "candidates": "data/msmarco/dl19/"
-                                      "rank_llm_BM25_retrieve_results_dl19.json",
-                                      "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt", "top_k": 10,
-                                      "queries": 2}])
+    suite = params["suite"]["name"]  # the pipeline's suite, cut to 2 DL19 queries
+    params["suites"] = [{"name": suite, "datasets": [{"name": "dl19", "candidates": "data/msmarco/dl19/"
+                                                      "rank_llm_BM25_retrieve_results_dl19.json",
+                                                      "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt",
+                                                      "top_k": 10, "queries": 2}]}]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = project_env(project)
     subprocess.run([str(BIN / "dvc"), "repro", "-q", "evaluate_trained"], cwd=project, env=env, check=True,
                    timeout=1200)
     job = params["train_job"]
-    report = json.loads((project / "metrics" / "eval" / "trained.json").read_text())
+    report = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
     assert report["datasets"]["dl19"]["windows"] == 2 * 2 and report["model"] == job["grpo_dir"]
     assert json.loads((project / job["grpo_dir"] / "adapter_config.json").read_text())["base_model_name_or_path"] \
         == str(tiny_dir)
@@ -205,7 +212,7 @@ def test_training_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache
                           text=True, timeout=900)
     assert flow.returncode == 0, flow.stderr[-3000:]
     assert "Finished in state Completed" in flow.stdout + flow.stderr
-    again = json.loads((project / "metrics" / "eval" / "trained.json").read_text())
+    again = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
     assert again["datasets"]["dl19"]["windows"] == 4 and again["datasets"]["dl19"]["bm25"] == \
         report["datasets"]["dl19"]["bm25"]
     for stage in ("train-sft", "train-grpo", "evaluate-model-trained"):

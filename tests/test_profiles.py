@@ -64,7 +64,8 @@ def test_training_and_inference_prompts_match(root: Path, profile: str) -> None:
 
 def test_the_embedded_profile_is_the_cpu_one(root: Path) -> None:
     params = load_params(root / "params.yaml")
-    assert params.rerank.window == 10 and params.sft.model == "embedded" and params.sft.lora
+    assert params.rerank.window == 10 and params.sft.lora
+    assert params.sft.model == params.job("train_job").export  # the main job goes on training the shipped adapter
     assert params.rerank.model == params.job("train_job").export  # the shipped adapter on the embedded model
     assert (params.rerank.truncate_unit, params.rerank.truncate_length) == ("words", 48)
     assert not params.grpo.use_vllm and params.grpo.vllm_mode == "colocate"

@@ -48,7 +48,8 @@ def state_table(state: dict[str, Any], metric: str) -> Table:
 @user_errors
 def register(
     model: Annotated[Path | None, typer.Option(help="model folder (default: params train_job.grpo_dir)")] = None,
-    report: Annotated[Path | None, typer.Option(help="its evaluate-model report (default: <suite.metrics>/trained.json)")] = None,
+    report: Annotated[Path | None, typer.Option(help="its evaluate-model report (default: "
+                                                     "<suite.metrics>/<suite.name>/trained.json)")] = None,
     name: NameOpt = None,
     state_out: StateOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -58,7 +59,7 @@ def register(
     p = start(params, quiet)
     cfg = override(p.registry, "registry", name=name)
     model_dir = job_path(model, p, "train_job", "grpo_dir", "--model")
-    report_path = report or Path(p.suite.metrics) / "trained.json"
+    report_path = report or p.suite.report("trained")
     data = {kind: getattr(p.data_job, kind) for kind in ("sft", "grpo")} if p.data_job else {}
     from rearank_core.stages.registry import register_stage
 

@@ -38,7 +38,6 @@ from rearank_core.cli.options import (
     rerank_config,
 )
 from rearank_core.config import override
-from rearank_core.errors import InputError
 
 
 @app.command()
@@ -94,7 +93,8 @@ def rerank(
 @user_errors
 def evaluate_model(
     model: ModelOpt = None,
-    label: Annotated[str, typer.Option(help="name of this model's results: <suite.metrics>/<label>.json")] = "model",
+    label: Annotated[str, typer.Option(help="name of this model's results: <suite.metrics>/<suite>/<label>.json")] = "model",
+    suite: Annotated[str | None, typer.Option(help="a suite of params.yaml's suites (default: params suite.name)")] = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -102,20 +102,25 @@ def evaluate_model(
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
-    """Rerank and score every dataset of params.yaml's ``suite`` with one model, next to BM25 on the same queries."""
+    """Rerank and score every dataset of a suite with one model, next to its first stage on the same queries."""
     p = start(params, quiet)
     cfg = rerank_config(p.rerank, model=model, backend=backend, base_url=base_url, batch_size=batch_size)
     tracking = override(p.tracking, "tracking", enabled=track)
-    if not p.suite.datasets:
-        raise InputError("no datasets to evaluate", p.path, field="suite.datasets")
+    chosen = p.evaluation_suite(suite, option="--suite")
+    from rearank_core.io.reports import NOT_EVALUATED
     from rearank_core.stages.evaluate_model import evaluate_model_stage
 
-    report = evaluate_model_stage(label, p.suite, cfg, p.evaluate, tracking, show_progress=not quiet)
-    table = Table(title=f"{cfg.model} ({p.suite.name} suite, window {cfg.window} step {cfg.step})")
-    for column in ("dataset", "queries", "top-k", "BM25 nDCG@10", f"{label} nDCG@10", "format-valid"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
+    report = evaluate_model_stage(label, chosen, p.suite, cfg, p.evaluate, tracking, p.bm25, show_progress=not quiet)
+    table = Table(title=f"{cfg.model} ({chosen.name} suite, window {cfg.window} step {cfg.step})")
+    for column in ("dataset", "first stage", "queries", "top-k", "first stage nDCG@10", f"{label} nDCG@10",
+                   "format-valid"):
+        table.add_column(column, justify="left" if column in ("dataset", "first stage") else "right")
     for name, row in report["datasets"].items():
-        table.add_row(name, str(row["queries"]), str(row["top_k"]), f"{row['bm25']['ndcg@10']:.4f}",
+        stage = row["first_stage"]
+        if row.get("status") == NOT_EVALUATED:
+            table.add_row(name, stage, "", "", NOT_EVALUATED, f"{NOT_EVALUATED} ({row['reason']})", "")
+            continue
+        table.add_row(name, stage, str(row["queries"]), str(row["top_k"]), f"{row[stage]['ndcg@10']:.4f}",
                       f"{row['reranked']['ndcg@10']:.4f}", percent(row["format_valid_rate"]))
     err.print(table)
-    err.print(f"written to {p.suite.metrics}/{label}.json")
+    err.print(f"written to {p.suite.report(label, chosen.name)}")

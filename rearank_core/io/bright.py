@@ -8,15 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rearank_core.config import BRIGHT_DOMAINS
 from rearank_core.errors import InputError
 from rearank_core.io.collection import Document
 from rearank_core.records import Qrels, Query
 
 BRIGHT_REPO = "xlangai/BRIGHT"
-DOMAINS = (
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_theorems", "theoremqa_questions",
-)
+DOMAINS = BRIGHT_DOMAINS  # defined in config, which checks a suite entry's domain on load
 _NONE = "N/A"  # BRIGHT's marker for an empty id list
 
 
@@ -44,6 +42,25 @@ def resolve_bright_root(source: str | Path | None, allow_download: bool = False)
         return Path(snapshot_download(BRIGHT_REPO, repo_type="dataset", local_files_only=not allow_download))
     except LocalEntryNotFoundError as exc:
         raise InputError(f"{BRIGHT_REPO} is not in the Hugging Face cache; pass a local folder or allow downloading") from exc
+
+
+def documents_unavailable(source: str | Path | None, domain: str) -> str | None:
+    """Why the examples and documents of ``domain`` cannot be read from ``source`` (a local folder, or None for the
+    HF cache of xlangai/BRIGHT, never downloaded), naming where it looked; None when they can."""
+    if source is None:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        where = f"the Hugging Face cache of {BRIGHT_REPO} ({HF_HUB_CACHE})"
+    else:
+        where = f"folder {source}"
+    try:
+        root = resolve_bright_root(source)
+    except InputError:
+        return f"BRIGHT is not in {where}: expected its Hugging Face layout (examples/, documents/)"
+    for config in ("examples", "documents"):
+        if not any((root / config).glob(f"{domain}-*.parquet")):
+            return f"no {config}/{domain}-*.parquet in {where}"
+    return None
 
 
 def _split_files(root: Path, config: str, domain: str) -> list[Path]:
@@ -125,3 +142,8 @@ def iter_bright_documents(files: list[Path]) -> Iterator[Document]:
                     raise InputError(f"duplicate document id {docid!r}", file, row, "id")
                 seen.add(docid)
                 yield Document(docid, content)
+
+
+def document_texts(files: list[Path], wanted: set[str]) -> dict[str, str]:
+    """The content of each document in ``wanted`` (one streaming pass over a domain's documents)."""
+    return {doc.docid: doc.contents for doc in iter_bright_documents(files) if doc.docid in wanted}

@@ -70,14 +70,16 @@ def write_qrels(path: str | Path, qrels: Qrels) -> None:
 
 def read_run(path: str | Path) -> Run:
     """A TREC run, six columns. Each query's list is returned best first (score descending, then rank),
-    which is how trec_eval reads it. A docid repeated within one query's ranking is an error."""
+    which is how trec_eval reads it. A docid repeated within one query's ranking is an error. A docid may hold
+    spaces (BRIGHT's StackOverflow ids do): it is everything between the second column and the last three."""
     rows: dict[str, list[tuple[float, int, str]]] = {}
     seen: dict[tuple[str, str], int] = {}
     for number, line in iter_lines(path):
         cols = line.split()
-        if len(cols) != 6:
+        if len(cols) < 6:
             raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}", path, number)
-        qid, _, docid, rank_s, score_s, _ = cols
+        qid, rank_s, score_s = cols[0], cols[-3], cols[-2]
+        docid = line.split(maxsplit=2)[2].rsplit(maxsplit=3)[0]
         try:
             rank = int(rank_s)
         except ValueError as exc:

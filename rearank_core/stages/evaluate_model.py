@@ -1,8 +1,9 @@
-"""The evaluate-model stage: one model reranks every dataset of the evaluation suite with the profile's window
-settings; each dataset's metrics sit next to BM25's on the same queries, with the format-valid rate.
+"""The evaluate-model stage: one model reranks every dataset of a named evaluation suite with the profile's window
+settings; each dataset's metrics sit next to its first stage's on the same queries, with the format-valid rate.
 
-One backend serves the whole suite (the model loads once); each dataset is a rerank run and an evaluate run in
-MLflow, resumable from its traces, and the suite's table is one more metrics file."""
+One backend serves the whole suite (the model loads once, and only if some dataset can be evaluated); each dataset
+is a rerank run and an evaluate run in MLflow, resumable from its traces. A BRIGHT dataset whose documents are not
+available is reported "not evaluated" with the reason, never given a number."""
 
 from __future__ import annotations
 
@@ -12,66 +13,103 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.backends.base import Backend
-from rearank_core.config import EvalConfig, RerankConfig, SuiteConfig, TrackingConfig
+from rearank_core.config import (
+    BM25Config,
+    EvalConfig,
+    EvalDataset,
+    EvalSuite,
+    RerankConfig,
+    SuiteConfig,
+    TrackingConfig,
+)
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
-from rearank_core.io.files import write_json
-from rearank_core.io.requests import read_candidates
+from rearank_core.io.files import atomic_write, write_json
+from rearank_core.io.reports import NOT_EVALUATED, report_markdown
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts.parsing import OK
 from rearank_core.records import requests_to_run
 from rearank_core.rerank import Reranker
 from rearank_core.stages.evaluate import evaluate_stage
 from rearank_core.stages.rerank import rerank_stage
+from rearank_core.stages.suite_inputs import DatasetInputs, NotEvaluated, dataset_inputs
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_model_stage(label: str, suite: SuiteConfig, cfg: RerankConfig, eval_cfg: EvalConfig,
-                         tracking: TrackingConfig, show_progress: bool = True) -> dict[str, Any]:
+def evaluate_model_stage(label: str, suite: EvalSuite, settings: SuiteConfig, cfg: RerankConfig, eval_cfg: EvalConfig,
+                         tracking: TrackingConfig, bm25: BM25Config | None = None,
+                         show_progress: bool = True) -> dict[str, Any]:
     """Rerank and score each dataset of ``suite`` with ``cfg.model``; returns (and writes to
-    ``<suite.metrics>/<label>.json``) one row per dataset: BM25's and the model's metrics, the format-valid rate
-    (answers the parser used, repaired or not) and the exact rate (answers that needed no repair).
-    Runs, traces and per-dataset metrics go to ``<suite.work>/<label>/``; a rerun resumes from the traces."""
-    work = Path(suite.work) / label
-    backend: Backend | None = None  # the first dataset's reranker loads it; the rest reuse it
+    ``<settings.metrics>/<suite>/<label>.json``, with a markdown table beside it) one row per dataset: its first
+    stage's and the model's metrics, the format-valid rate (answers the parser used, repaired or not) and the exact
+    rate (answers that needed no repair), or ``{"status": "not evaluated", "reason": ...}``. Each dataset's metrics
+    go to ``<settings.metrics>/<suite>/<label>/<dataset>.json``, runs and traces to
+    ``<settings.work>/<suite>/<label>/``; a rerun resumes from the traces. ``bm25``: the settings of BRIGHT's BM25
+    first stage (default: Lucene's k1 0.9, b 0.4, top-100)."""
+    bm25 = bm25 or BM25Config()
+    work = Path(settings.work) / suite.name / label
+    metrics = Path(settings.metrics) / suite.name / label
+    backend: Backend | None = None  # the first evaluated dataset's reranker loads it; the rest reuse it
     rows: dict[str, Any] = {}
     try:
         for dataset in suite.datasets:
-            dataset_cfg = replace(cfg, top_k=dataset.top_k)
-            reranker = Reranker(dataset_cfg, backend=backend)
+            inputs = dataset_inputs(dataset, settings, bm25, work, show_progress)
+            if isinstance(inputs, NotEvaluated):
+                log.warning("%s: %s: %s", dataset.name, NOT_EVALUATED, inputs.reason)
+                rows[dataset.name] = {"status": NOT_EVALUATED, "reason": inputs.reason,
+                                      "first_stage": dataset.first_stage}
+                continue
+            reranker = Reranker(replace(cfg, top_k=dataset.top_k), backend=backend)
             backend = reranker.backend
-            requests = read_candidates(dataset.candidates)[:dataset.queries]
-            qrels = read_any_qrels(dataset.qrels)
-            bm25 = evaluate(requests_to_run(requests), qrels, eval_cfg.metrics, eval_cfg.rel_level)
-            run = work / f"{dataset.name}.trec"
-            summary = rerank_stage(dataset.candidates, run, dataset_cfg, tracking,
-                                   traces_out=work / f"{dataset.name}.traces.jsonl",
-                                   summary_out=work / f"{dataset.name}.summary.json", resume=True,
-                                   limit=dataset.queries, name=f"{label}-{dataset.name}", show_progress=show_progress,
-                                   reranker=reranker)
-            result = evaluate_stage(run, dataset.qrels, eval_cfg, tracking, metrics_out=work / f"{dataset.name}.json",
-                                    name=f"{label}-{dataset.name}")
-            rows[dataset.name] = {
-                "queries": len(requests), "top_k": dataset.top_k, "window": cfg.window, "step": cfg.step,
-                "format_valid_rate": summary.format_valid_rate, "windows": summary.windows,
-                "exact_rate": summary.status[OK] / summary.windows if summary.windows else None,
-                "bm25": bm25.metrics, "reranked": result.metrics}
-            log.info("%s on %s: nDCG@10 %.4f (BM25 %.4f), format-valid %s", label, dataset.name,
-                     result.metrics.get("ndcg@10", float("nan")), bm25.metrics.get("ndcg@10", float("nan")),
-                     summary.format_valid_rate)
+            rows[dataset.name] = _evaluate_dataset(label, dataset, inputs, reranker, eval_cfg, tracking, work,
+                                                   metrics, show_progress)
     finally:
         if backend is not None:
             backend.close()
     report = {"label": label, "model": cfg.model, "suite": suite.name, "datasets": rows}
-    out = Path(suite.metrics) / f"{label}.json"
+    out = settings.report(label, suite.name)
     write_json(out, report)
+    table = out.with_suffix(".md")
+    with atomic_write(table) as handle:
+        handle.write(report_markdown(report))
     with stage_run(tracking, f"evaluate-model-{label}") as tracked:
         tracked.params({"label": label, "model": cfg.model, "suite": suite.name, "window": cfg.window,
                         "step": cfg.step, "prompt": cfg.prompt})
         for name, row in rows.items():  # ndcg_at_10_dl19, ...: the registry's tags use the same names
+            if row.get("status") == NOT_EVALUATED:
+                tracked.tags({f"not_evaluated_{name}": row["reason"]})
+                continue
             tracked.metrics(row["reranked"], suffix=f"_{name}")
             if row["format_valid_rate"] is not None:
                 tracked.metrics({"format_valid": row["format_valid_rate"]}, suffix=f"_{name}")
         tracked.artifact(out)
+        tracked.artifact(table)
     return report
+
+
+def _evaluate_dataset(label: str, dataset: EvalDataset, inputs: DatasetInputs, reranker: Reranker,
+                      eval_cfg: EvalConfig, tracking: TrackingConfig, work: Path, metrics: Path,
+                      show_progress: bool) -> dict[str, Any]:
+    """One dataset reranked (resuming from its traces) and scored; its row of the report."""
+    cfg = reranker.config
+    first = evaluate(requests_to_run(inputs.requests), read_any_qrels(inputs.qrels), eval_cfg.metrics,
+                     eval_cfg.rel_level)
+    run = work / f"{dataset.name}.trec"
+    summary = rerank_stage(inputs.candidates, run, cfg, tracking, traces_out=work / f"{dataset.name}.traces.jsonl",
+                           summary_out=work / f"{dataset.name}.summary.json", resume=True, limit=dataset.queries,
+                           name=f"{label}-{dataset.name}", show_progress=show_progress, reranker=reranker)
+    result = evaluate_stage(run, inputs.qrels, eval_cfg, tracking, metrics_out=metrics / f"{dataset.name}.json",
+                            name=f"{label}-{dataset.name}")
+    stage = str(dataset.first_stage)
+    row: dict[str, Any] = {
+        "first_stage": stage, "queries": len(inputs.requests), "top_k": dataset.top_k, "window": cfg.window,
+        "step": cfg.step, "format_valid_rate": summary.format_valid_rate, "windows": summary.windows,
+        "exact_rate": summary.status[OK] / summary.windows if summary.windows else None,
+        stage: first.metrics, "reranked": result.metrics}
+    if inputs.excluded_removed is not None:
+        row["excluded_removed"] = inputs.excluded_removed
+    log.info("%s on %s: nDCG@10 %.4f (%s %.4f), format-valid %s", label, dataset.name,
+             result.metrics.get("ndcg@10", float("nan")), stage, first.metrics.get("ndcg@10", float("nan")),
+             summary.format_valid_rate)
+    return row

@@ -83,8 +83,8 @@ def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracki
                  schedule: str = "") -> dict[str, Any]:
     """Ship the trained adapter: copied to ``dest`` with a training card made of the trainers' figures (every JSON
     beside ``train_job.sft_metrics``, so continued runs are listed too), the profile's settings, ``schedule`` (the
-    commands as run, where they differ from params.yaml) and the trained model's evaluation
-    (``<suite.metrics>/trained.json``), where they exist."""
+    commands as run, where they differ from params.yaml) and the trained model's evaluation on the pipeline's suite
+    (``<suite.metrics>/<suite.name>/trained.json``), where they exist."""
     job = params.job("train_job")
     folder = Path(job.sft_metrics).parent
     figures = {path.stem: _read_json(path) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
@@ -94,7 +94,7 @@ def export_stage(model_dir: str | Path, dest: str | Path, params: Params, tracki
                                                               "truncate_length")},
                 "teacher": params.teacher.model, "sft": asdict(params.sft), "grpo": asdict(params.grpo),
                 "rewards": asdict(params.rewards)}
-    evaluation = _read_json(Path(params.suite.metrics) / "trained.json")
+    evaluation = _read_json(params.suite.report("trained"))
     with stage_run(tracking, "train-export") as tracked:
         report = export_adapter(model_dir, dest, figures, settings, evaluation, schedule)
         tracked.params({"model_dir": str(model_dir), "dest": str(dest), "base": report["base"]})

@@ -13,19 +13,9 @@ from typing import Any
 
 from rearank_core.backends.adapters import ADAPTER_CONFIG, adapter_base, is_adapter
 from rearank_core.errors import InputError
+from rearank_core.io.reports import report_table
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def _table(evaluation: dict[str, Any]) -> list[str]:
-    lines = ["| dataset | queries | top-k | BM25 nDCG@10 | this model nDCG@10 | format-valid | exact format |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, row in evaluation["datasets"].items():
-        valid = "not computed" if row["format_valid_rate"] is None else f"{row['format_valid_rate']:.1%}"
-        exact = "not computed" if row.get("exact_rate") is None else f"{row['exact_rate']:.1%}"
-        lines.append(f"| {name} | {row['queries']} | {row['top_k']} | {row['bm25']['ndcg@10']:.4f} | "
-                     f"{row['reranked']['ndcg@10']:.4f} | {valid} | {exact} |")
-    return lines
 
 
 def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[str, Any],
@@ -48,7 +38,7 @@ def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[
         lines.append("Not evaluated.")
     else:
         lines += [f"Suite `{evaluation['suite']}`, reranked with the settings above (window, step, passage length):",
-                  "", *_table(evaluation)]
+                  "", *report_table(evaluation)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,197 @@
+"""The end-to-end pipeline as one Prefect flow, the README's main job: BM25 baseline -> training data (augment,
+teacher, filter, build, validate) -> SFT -> GRPO -> evaluate (untrained and trained) -> register -> promote.
+
+Each task calls the stage function its dvc.yaml stage's command calls, on the same paths. A task's cache key is
+the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its params), so a rerun skips finished
+stages; a stage whose outputs are missing runs again. On params.yaml itself (no overrides), each stage that ran is
+recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to date. Everything nests under one MLflow
+run, ``pipeline``; each evaluation and the registry's state are Prefect artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from rearank_core.config import Params, load_params, override, with_overrides
+from rearank_core.io.reports import report_markdown
+from rearank_core.mlops.pipeline_stages import (
+    StageSpec,
+    fingerprint,
+    outputs_present,
+    read_stages,
+    record,
+)
+from rearank_core.mlops.tracking import stage_run, tracking_uri
+from rearank_core.stages import evaluate_stage, index_stage, retrieve_stage
+from rearank_core.stages.data import (
+    augment_stage,
+    build_stage,
+    filter_stage,
+    teacher_stage,
+    validate_stage,
+)
+from rearank_core.stages.evaluate_model import evaluate_model_stage
+from rearank_core.stages.registry import promote_stage, register_stage, registry_state
+from rearank_core.stages.train import train_grpo_stage, train_sft_stage
+
+
+def _validate(params: Params) -> dict[str, int]:
+    job = params.job("data_job")
+    files = {"windows": job.windows, "teacher": job.filtered, "sft": job.sft, "grpo": job.grpo}
+    counts = {}
+    for kind, path in files.items():
+        report = validate_stage(path, kind, params.data, params.tracking, params.rerank.model_cache,
+                                f"{job.reports}/{kind}")
+        if not report.success:
+            raise RuntimeError(f"{path}: validation failed\n{report.summary()}")
+        counts[kind] = report.records
+    return counts
+
+
+def _evaluate(params: Params, model: str, label: str) -> dict[str, Any]:
+    cfg = override(params.rerank, "rerank", model=model)
+    report = evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate,
+                                  params.tracking, params.bm25, show_progress=True)
+    create_markdown_artifact(key=f"evaluation-{label}", markdown=report_markdown(report),
+                             description=f"{label} vs BM25 on the {params.suite.name} suite")
+    return report
+
+
+def _register(params: Params) -> dict[str, Any]:
+    job = params.job("train_job")
+    data = {kind: getattr(params.job("data_job"), kind) for kind in ("sft", "grpo")}
+    return register_stage(job.grpo_dir, params.suite.report("trained"), params.registry, params.rerank,
+                          params.tracking, params.path, data, job.registered)
+
+
+def _promote(params: Params) -> dict[str, Any]:
+    decision = promote_stage(params.registry, params.tracking, state_out=params.job("train_job").promoted)
+    return decision.to_dict()
+
+
+# The pipeline's stages in order: dvc.yaml's stage name -> what its command does.
+STAGES: dict[str, Callable[[Params], Any]] = {
+    "index": lambda p: index_stage(p.job("baseline").corpus, p.job("baseline").index, threads=p.bm25.threads,
+                                   show_progress=True).documents,
+    "retrieve": lambda p: retrieve_stage(p.job("baseline").index, p.job("baseline").topics, p.job("baseline").run,
+                                         p.bm25, candidates_out=p.job("baseline").candidates,
+                                         show_progress=True).queries,
+    "evaluate": lambda p: evaluate_stage(p.job("baseline").run, p.job("baseline").qrels, p.evaluate, p.tracking,
+                                         metrics_out=p.job("baseline").metrics, name=p.job("baseline").name).metrics,
+    "augment": lambda p: augment_stage(p.data.sources, p.job("data_job").windows, p.data, p.tracking,
+                                       p.job("data_job").cards).kept,
+    "teacher": lambda p: teacher_stage(p.job("data_job").windows, p.job("data_job").teacher, p.teacher, p.tracking,
+                                       p.job("data_job").cards).to_dict(),
+    "filter": lambda p: filter_stage(p.job("data_job").teacher, p.job("data_job").filtered, p.filter, p.tracking,
+                                     p.job("data_job").cards,
+                                     windows=p.job("data_job").windows if p.filter.min_gold_ndcg is not None else None).kept,
+    "build": lambda p: build_stage(p.job("data_job").windows, p.job("data_job").sft, p.job("data_job").grpo, p.data,
+                                   p.tracking, p.job("data_job").cards, p.rerank.model_cache,
+                                   teacher=p.job("data_job").filtered),
+    "validate": _validate,
+    "sft": lambda p: train_sft_stage(p.job("data_job").sft, p.job("train_job").sft_dir, p.sft, p.tracking,
+                                     p.rerank.model_cache, p.job("train_job").sft_metrics,
+                                     p.job("train_job").sft_history),
+    "grpo": lambda p: train_grpo_stage(p.job("data_job").grpo, p.job("train_job").grpo_dir, p.grpo, p.rewards,
+                                       p.tracking, p.rerank.model_cache, p.job("train_job").grpo_metrics,
+                                       p.job("train_job").grpo_history),
+    "evaluate_untrained": lambda p: _evaluate(p, p.job("train_job").untrained, "untrained"),
+    "evaluate_trained": lambda p: _evaluate(p, p.job("train_job").grpo_dir, "trained"),
+    "register": _register,
+    "promote": _promote,
+}
+
+
+@task(persist_result=True, retries=1, retry_delay_seconds=10)  # a retry resumes: trainers from checkpoints,
+def stage_task(name: str, params: Params) -> Any:              # evaluations from their traces
+    return STAGES[name](params)
+
+
+def run_stage(name: str, spec: StageSpec, params: Params, record_in_dvc: bool) -> Any:
+    """One stage as a Prefect task keyed on its fingerprint; recorded in dvc.lock when it ran on params.yaml."""
+    key = fingerprint(spec, params)
+    runner = stage_task.with_options(name=name, cache_key_fn=lambda *_: key,
+                                     refresh_cache=not outputs_present(spec))
+    state = runner(name, params, return_state=True)
+    result = state.result()
+    if record_in_dvc and not state.name == "Cached":
+        record(name)
+    get_run_logger().info("%s: %s", name, "cached (inputs and params unchanged)" if state.name == "Cached" else "done")
+    return result
+
+
+@flow(name="rearank-pipeline")
+def pipeline(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
+             stages: list[str] | None = None) -> dict[str, Any]:
+    """The whole pipeline on ``params_path`` (a profile works too), with ``overrides`` as ``{"section.key": value}``
+    (any params.yaml key; a Prefect deployment's parameters), and optionally only the named ``stages``."""
+    params = with_overrides(load_params(params_path), overrides or {})
+    specs = read_stages(".")
+    chosen = stages or list(STAGES)
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; the pipeline's stages are {list(STAGES)}")
+    record_in_dvc = Path(params_path).resolve() == Path("params.yaml").resolve() and not overrides
+    results: dict[str, Any] = {}
+    with stage_run(params.tracking, "pipeline") as parent:
+        for name in (s for s in STAGES if s in chosen):
+            results[name] = run_stage(name, specs[name], params, record_in_dvc)
+    if parent.run_id:
+        experiment = params.tracking.experiment
+        create_link_artifact(key="mlflow-pipeline-run", link=f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{parent.run_id}",
+                             link_text=f"MLflow run {parent.run_id} ({tracking_uri(params.tracking)})",
+                             description="the pipeline's MLflow run, once `mlflow ui` serves the store")
+    if "register" in results or "promote" in results:
+        create_markdown_artifact(key="registry", markdown=_registry_markdown(registry_state(params.registry,
+                                                                                            params.tracking)))
+    return results
+
+
+def _registry_markdown(state: dict[str, Any]) -> str:
+    lines = [f"### {state['name']}", "", "| version | aliases | nDCG@10 per dataset | gate |", "|---|---|---|---|"]
+    for v in state["versions"]:
+        metrics = ", ".join(f"{k.removeprefix('ndcg_at_10_')} {val}" for k, val in v["metrics"].items()
+                            if k.startswith("ndcg_at_10_"))
+        gate = f"{v['gate']['action']}: {v['gate']['reason']}" if v["gate"] else "-"
+        lines.append(f"| {v['version']} | {', '.join(v['aliases']) or '-'} | {metrics} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """README command 1: the pipeline on params.yaml, then what it produced and where to look."""
+    from rich.console import Console
+    from rich.table import Table
+
+    params = load_params("params.yaml")
+    results = pipeline()
+    console = Console(soft_wrap=True)
+    reports = {label: results.get(f"evaluate_{label}") or {} for label in ("untrained", "trained")}
+    table = Table(title=f"nDCG@10 on the {params.suite.name} suite (format-valid rate)")
+    for column in ("dataset", "queries", "BM25", "untrained", "trained"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, row in reports["trained"].get("datasets", {}).items():
+        if row.get("status") == "not evaluated":
+            table.add_row(name, "-", "not evaluated", "", row.get("reason", ""))
+            continue
+        cells = []
+        for label in ("untrained", "trained"):
+            other = reports[label].get("datasets", {}).get(name, {})
+            rate = other.get("format_valid_rate")
+            cells.append(f"{other['reranked']['ndcg@10']:.4f} ({'n/a' if rate is None else f'{rate:.0%}'})"
+                         if "reranked" in other else "not computed")
+        table.add_row(name, str(row["queries"]), f"{row['bm25']['ndcg@10']:.4f}", *cells)
+    console.print(table)
+    console.print(_registry_markdown(registry_state(params.registry, params.tracking)))
+    store = tracking_uri(params.tracking)
+    console.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {store} --port 5000  ->  http://127.0.0.1:5000")
+    console.print("Prefect UI: PREFECT_HOME=.prefect .venv/bin/prefect server start  ->  http://127.0.0.1:4200 "
+                  "(this run is in .prefect/)")
+    console.print(f"Serve the champion: .venv/bin/rearank serve --model models:/{params.registry.name}@champion")
+
+
+if __name__ == "__main__":
+    main()
