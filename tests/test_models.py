@@ -79,6 +79,7 @@ def test_resolve_model(converted, tmp_path):
     assert resolve_model("le723z/Rearank-7B", cache) == "le723z/Rearank-7B"
     # A path that does not exist stays a path (the backend reports it), never a hub id.
     assert resolve_model(str(tmp_path / "missing"), cache) == str(tmp_path / "missing")
+    assert resolve_model("./work/missing", cache) == "./work/missing"  # "work/missing" would read as a hub id
 
 
 def test_missing_package_is_a_clear_input_error(tmp_path, monkeypatch):

@@ -194,5 +194,5 @@ def resolve_model(model: str, cache_dir: Path) -> str:
     if expanded.is_dir():
         return str(expanded)
     if looks_like_path(model):
-        return str(expanded)
+        return os.path.expanduser(model)  # as given: Path() would turn "./a/b" into "a/b", which reads as a hub id
     return model
