@@ -33,7 +33,6 @@ def finished(log: str, how: str) -> set[str]:
 def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) -> Path:
     (tmp_path / "project").mkdir()
     project = make_project(tmp_path / "project", root, model_cache, data={"per_query": 1, "window": 5})
-    shutil.copytree(root / "data" / "bright", project / "data" / "bright")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["rerank"].update(window=5, step=5, max_new_tokens=8)
     params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)

@@ -34,6 +34,7 @@ def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, obje
     shutil.copytree(root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(root / "data" / "beir" / "scifact", dest / "data" / "beir" / "scifact")
     shutil.copytree(root / "data" / "msmarco", dest / "data" / "msmarco")
+    shutil.copytree(root / "data" / "bright", dest / "data" / "bright")  # the suites' BRIGHT runs (a dvc.yaml dep)
     shutil.copytree(root / "models", dest / "models")  # the shipped reranker, the rerank settings' default model
     (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\ndvc-remote/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
