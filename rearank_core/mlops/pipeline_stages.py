@@ -58,7 +58,8 @@ def _value(params: Params, key: str) -> Any:
     return asdict(value) if is_dataclass(value) else value
 
 
-def _hash_path(digest: Any, path: Path) -> None:
+def hash_path(digest: Any, path: Path) -> None:
+    """Feed a file's bytes, or a folder's files (relative names and bytes, sorted), into ``digest``."""
     if path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(str(child.relative_to(path)).encode() + b"\0")
@@ -78,7 +79,7 @@ def fingerprint(spec: StageSpec, params: Params, project: str | Path = ".") -> s
     digest = hashlib.sha256(spec.name.encode())
     for dep in spec.deps:
         digest.update(b"\0dep\0" + dep.encode() + b"\0")
-        _hash_path(digest, Path(project) / dep)
+        hash_path(digest, Path(project) / dep)
     for key in spec.params:
         digest.update(b"\0param\0" + key.encode() + b"\0")
         digest.update(json.dumps(_value(params, key), sort_keys=True, default=str).encode())

@@ -20,6 +20,7 @@ from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig
 from rearank_core.errors import InputError
 from rearank_core.io.files import write_json
 from rearank_core.mlops import registry
+from rearank_core.mlops.pipeline_stages import hash_path
 from rearank_core.mlops.pyfunc import model_settings
 from rearank_core.mlops.tracking import metric_key, stage_run, tracking_uri
 
@@ -39,10 +40,8 @@ def file_md5(path: Path) -> str:
 def fingerprint(model_dir: Path, report: Path) -> str:
     """SHA-256 over the model's files (names and bytes) and the evaluation report."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
-        digest.update(path.read_bytes())
-    digest.update(report.read_bytes())
+    hash_path(digest, model_dir)
+    hash_path(digest, report)
     return digest.hexdigest()
 
 
