@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DL19
+from conftest import DL19, DL19_CANDIDATES
 from oracle import OracleBackend
 
 from rearank_core.backends.base import Completion
-from rearank_core.config import RerankConfig
+from rearank_core.config import RerankConfig, TrackingConfig
 from rearank_core.errors import BackendError, InputError
 from rearank_core.evaluation import evaluate
 from rearank_core.io.requests import read_retrieve_results
@@ -27,6 +27,7 @@ from rearank_core.records import (
     results_to_run,
 )
 from rearank_core.rerank import Reranker
+from rearank_core.stages.rerank import rerank_stage
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,26 @@ def test_resume_refuses_traces_from_other_settings(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not match") as info:
         Reranker(RerankConfig(window=10, step=5), backend=_Scripted(reply)).rerank([_request("a", 30)], traces_path=traces, resume=True)
     assert f"{traces}:1" in str(info.value)
+
+
+def test_the_rerank_stage_replays_traces_only_for_the_job_that_wrote_them(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights 1")
+    traces = tmp_path / "traces.jsonl"
+    reply = ["<think>t</think><answer>[2] > [1]</answer>"]
+
+    def asked(cfg: RerankConfig) -> int:
+        backend = _Scripted(reply)
+        rerank_stage(DL19_CANDIDATES, tmp_path / "run.trec", cfg,
+                     TrackingConfig(enabled=False), traces_out=traces, resume=True, limit=2, show_progress=False,
+                     reranker=Reranker(cfg, backend=backend))
+        return backend.seen
+
+    cfg = RerankConfig(model=str(model), window=20, step=10, top_k=30)
+    first = asked(cfg)
+    assert first == 2 * 2  # two queries, two windows each
+    assert asked(cfg) == 0  # the same job: every window replayed from the traces
+    (model / "model.safetensors").write_bytes(b"weights 2")  # retrained in place
+    assert asked(cfg) == first
+    assert asked(RerankConfig(model=str(model), window=20, step=10, top_k=30, max_new_tokens=64)) == first

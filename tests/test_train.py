@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -70,8 +71,13 @@ def test_sft_steps_checkpoints_and_resumes(sft_records: Path, tiny_dir: Path, tm
     assert first["steps"] == 2 and first["records"] == 6 and math.isfinite(first["train_loss"])
     assert first["resumed_from"] == "" and first["dtype"] in ("float32", "bfloat16")
     assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
-    again = run_sft(config(tiny_dir, max_steps=3), sft_records, out, tmp_path)
-    assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 3
+    # Killed after its first checkpoint: the same job resumes there.
+    shutil.rmtree(out / "checkpoint-2")
+    again = run_sft(config(tiny_dir), sft_records, out, tmp_path)
+    assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
+    # Another job (a changed setting) never continues these checkpoints: it starts afresh and replaces them.
+    other = run_sft(config(tiny_dir, learning_rate=5e-4), sft_records, out, tmp_path)
+    assert other["resumed_from"] == "" and other["steps"] == 2
     # The saved folder is a plain chat model: the reranker's backend loads it with no other setting.
     backend = TransformersBackend(str(out), dtype="float32", device="cpu")
     (completion,) = backend.complete([[{"role": "user", "content": "Rank [1] and [2]."}]], max_new_tokens=4)
@@ -152,17 +158,18 @@ def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
 def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path,
                                                       reward: str, engine: str) -> None:
     out = tmp_path / "grpo"
-    first = run_grpo(grpo_config(tiny_dir, reward=reward, rollout_engine=engine), RewardConfig(), records[1], out,
-                     tmp_path)
+    job = grpo_config(tiny_dir, reward=reward, rollout_engine=engine, max_steps=2)
+    first = run_grpo(job, RewardConfig(), records[1], out, tmp_path)
     assert first["rollouts"] == {"auto": "engine", "trl": "trl"}[engine]  # auto: the project's engine on CPU
-    assert first["steps"] == 1 and first["records"] == 2 and first["first_reward"] is not None
-    assert (out / "checkpoint-1").is_dir() and (out / "model.safetensors").is_file()
+    assert first["steps"] == 2 and first["records"] == 2 and first["first_reward"] is not None
+    assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     logged = state["log_history"][0]
     component = {"rearank": "rearank/answer_format", "multiview": "multiview/valid"}[reward]  # the format-valid rate
     assert f"rewards/{reward}/mean" in logged and component in logged and "completions/mean_length" in logged
-    again = run_grpo(grpo_config(tiny_dir, reward=reward, max_steps=2, rollout_engine=engine), RewardConfig(),
-                     records[1], out, tmp_path)
+    # Killed after its first checkpoint: the same job resumes there.
+    shutil.rmtree(out / "checkpoint-2")
+    again = run_grpo(job, RewardConfig(), records[1], out, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
 
 

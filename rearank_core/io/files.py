@@ -1,4 +1,4 @@
-"""Atomic writes and line-numbered JSONL reading shared by every reader and writer."""
+"""Atomic writes, line-numbered JSONL reading and content hashing shared by every reader and writer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -108,3 +108,23 @@ def write_jsonl(path: str | Path, rows: Iterator[dict[str, Any]] | list[dict[str
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def hash_path(digest: Any, path: Path, skip: Callable[[Path], bool] | None = None) -> None:
+    """Feed a file's bytes, or a folder's files (relative names and bytes, sorted), into ``digest``; ``skip`` leaves
+    out the folder entries (relative paths) it returns True for."""
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            relative = child.relative_to(path)
+            if skip is not None and skip(relative):
+                continue
+            digest.update(str(relative).encode() + b"\0")
+            with open(child, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    elif path.is_file():
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(b"<missing>")

@@ -15,6 +15,7 @@ from typing import Any
 
 from rearank_core.config import Params
 from rearank_core.errors import InputError
+from rearank_core.io.files import hash_path
 
 
 @dataclass(frozen=True)
@@ -56,22 +57,6 @@ def _value(params: Params, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part) if is_dataclass(value) else value[part]
     return asdict(value) if is_dataclass(value) else value
-
-
-def hash_path(digest: Any, path: Path) -> None:
-    """Feed a file's bytes, or a folder's files (relative names and bytes, sorted), into ``digest``."""
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode() + b"\0")
-            with open(child, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    elif path.is_file():
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    else:
-        digest.update(b"<missing>")
 
 
 def fingerprint(spec: StageSpec, params: Params, project: str | Path = ".") -> str:

@@ -6,9 +6,11 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from rearank_core.backends.embedded import is_embedded, resolve_model
 from rearank_core.config import RerankConfig, TrackingConfig
 from rearank_core.errors import InputError
 from rearank_core.io.files import write_json
+from rearank_core.io.jobs import claim, job_identity, local_inputs
 from rearank_core.io.requests import read_candidates
 from rearank_core.io.trec import write_run
 from rearank_core.mlops.tracking import stage_run
@@ -23,7 +25,8 @@ def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig,
                  limit: int | None = None, name: str = "", show_progress: bool = True,
                  reranker: Reranker | None = None) -> RerankSummary:
     """Rerank a candidates file (rank_llm JSONL or RankGPT retrieve-results JSON) into a TREC run, with a trace
-    line per window. The run is written only once every query is done; traces are kept as windows finish.
+    line per window. The run is written only once every query is done; traces are kept as windows finish, and with
+    ``resume`` a rerun of the same job (settings, candidates, model) replays them.
 
     Tracked as one MLflow run: the config as params, the summary's figures as metrics, traces and summary as
     artifacts."""
@@ -33,6 +36,12 @@ def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig,
     if limit is not None:
         requests = requests[:limit]
     reranker = reranker or Reranker(cfg)
+    if traces_out is not None:
+        # Traces are replayed only by the job that wrote them: a changed setting, candidates file or model (a
+        # retrained checkpoint in the same folder) starts them afresh. The embedded model is fixed by its package.
+        model = None if is_embedded(cfg.model) else resolve_model(cfg.model, Path(cfg.model_cache))
+        identity = job_identity({"rerank": asdict(cfg), "limit": limit}, local_inputs(candidates, model))
+        resume = claim(f"{traces_out}.job", identity, [traces_out] if resume else []) and resume
     log.info("reranking the top-%d of %d queries from %s with model %r (%s backend, prompt %s)", cfg.top_k,
              len(requests), candidates, cfg.model, cfg.backend, cfg.prompt)
     with stage_run(tracking, f"rerank{'-' + name if name else ''}") as tracked:

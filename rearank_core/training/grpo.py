@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,10 @@ from rearank_core.training.rewards import multiview_reward, rearank_reward
 from rearank_core.training.rollout import engine_rollout, use_engine
 from rearank_core.training.setup import (
     base_name,
-    last_checkpoint,
     load_base,
     load_records,
     lora_config,
+    resume_point,
     save_final,
 )
 
@@ -79,7 +80,8 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
                           rollout_func=rollout,
                           peft_config=None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha,
                                                                          cfg.lora_dropout))
-    resume = last_checkpoint(output_dir)
+    resume = resume_point(output_dir, {"grpo": asdict(cfg), "rewards": asdict(weights)},
+                          [records_path, cfg.model])
     if resume:
         log.info("resuming GRPO from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)

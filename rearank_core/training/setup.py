@@ -4,6 +4,7 @@ quiet loading, and where a rerun resumes."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,9 +18,11 @@ from rearank_core.backends.adapters import (
 from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import pick_dtype
 from rearank_core.errors import InputError
+from rearank_core.io.jobs import claim, job_identity, local_inputs
 from rearank_core.io.training_data import read_records
 
 T = TypeVar("T")
+JOB_MARKER = "rearank-job.txt"  # the identity of the job whose checkpoints the folder holds
 
 
 def load_records(path: str | Path, cls: type[T], limit: int | None) -> list[T]:
@@ -76,8 +79,14 @@ def lora_config(enabled: bool, r: int, alpha: int, dropout: float) -> Any:
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` folder in ``output_dir``, where a rerun resumes; None for a fresh start."""
+def resume_point(output_dir: str | Path, settings: Mapping[str, Any], inputs: list[str | Path]) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` when this same job wrote it (same settings, same bytes of
+    ``inputs``: records, starting model), where a rerun resumes. Another job's checkpoints are removed and None is
+    returned: a fresh start."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    output_dir = Path(output_dir)
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    if not claim(output_dir / JOB_MARKER, job_identity(settings, local_inputs(*inputs)), checkpoints):
+        return None
+    return get_last_checkpoint(str(output_dir))

@@ -10,6 +10,7 @@ that folder, where ``rearank rerank --model DIR`` loads them."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from rearank_core.errors import InputError
 from rearank_core.io.training_data import SFTRecord
 from rearank_core.training.setup import (
     base_name,
-    last_checkpoint,
     load_base,
     load_records,
     lora_config,
+    resume_point,
     save_final,
 )
 
@@ -67,7 +68,7 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
         report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
                          processing_class=tokenizer, peft_config=peft_config)
-    resume = last_checkpoint(output_dir)
+    resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
     if resume:
         log.info("resuming SFT from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
