@@ -7,46 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import requests
 from conftest import BIN
 from test_pipeline import make_project, project_env
+from topology import Service, free_port, wait_for
 
 BASELINE = ["index", "retrieve", "evaluate"]  # the BM25 baseline's stages: a real pipeline run in about a minute
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: object, seconds: float, what: str) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = check()  # type: ignore[operator]
-        except requests.ConnectionError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_deployments_run_from_the_cli_and_from_the_ui_rest_call(tmp_path: Path, root: Path, model_cache: Path) -> None:
@@ -58,9 +27,9 @@ def test_deployments_run_from_the_cli_and_from_the_ui_rest_call(tmp_path: Path, 
     logs = tmp_path / "logs"
     logs.mkdir()
     prefect = str(BIN / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], cwd=project,
-                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
-    worker = None
+    server = Service("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, project,
+                     logs).start()
+    worker = Service("worker", [prefect, "worker", "start", "--pool", "rearank"], env, project, logs)
     try:
         wait_for(lambda: requests.get(f"{api}/health", timeout=5).status_code == 200, 180, "the Prefect server")
 
@@ -72,8 +41,7 @@ def test_deployments_run_from_the_cli_and_from_the_ui_rest_call(tmp_path: Path, 
 
         cli("work-pool", "create", "rearank", "--type", "process")
         cli("--no-prompt", "deploy", "--all")
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "rearank"], cwd=project, env=env,
-                                  stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+        worker.start()
         run = cli("deployment", "run", "rearank-pipeline/embedded", "--params", json.dumps({"stages": BASELINE}),
                   "--watch", "--watch-timeout", "600", timeout=700)
         assert "Completed" in run.stdout, run.stdout[-2000:]
@@ -92,14 +60,13 @@ def test_deployments_run_from_the_cli_and_from_the_ui_rest_call(tmp_path: Path, 
             return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
         state = wait_for(finished, 600, "the REST-created flow run")
-        assert state["type"] == "COMPLETED", (logs / "worker.log").read_text()[-3000:]
+        assert state["type"] == "COMPLETED", worker.tail()
         tasks = requests.post(f"{api}/task_runs/filter", timeout=30,
                               json={"flow_runs": {"id": {"any_": [flow_run_id]}}}).json()
         assert sorted(t["name"].rsplit("-", 1)[0] for t in tasks) == sorted(BASELINE)
         assert all(t["state"]["name"] == "Cached" for t in tasks), [t["state"]["name"] for t in tasks]
     finally:
-        if worker is not None:
-            stop(worker)  # workers before the server: with the server gone they ignore SIGTERM
-        stop(server)
+        worker.stop()  # workers before the server: with the server gone they ignore SIGTERM
+        server.stop()
     assert "Traceback" not in (logs / "worker.log").read_text()
     assert os.path.isdir(project / ".prefect")  # the project-local Prefect home, not the user's
