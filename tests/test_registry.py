@@ -154,8 +154,8 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     params["registry"] = {"name": "cli-reranker"}
     params["rerank"].update(model_cache=str(model_cache))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1",
-           "COLUMNS": "160"}
+    # The default store, as a user has it: no MLFLOW_TRACKING_URI, params.yaml's tracking.uri null (mlruns/ here).
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "NO_COLOR": "1", "COLUMNS": "160"}
 
     def rearank(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "rearank"), *args, "--params", str(tmp_path / "params.yaml")], cwd=tmp_path,
@@ -182,6 +182,7 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     unknown = rearank("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model",
                       "models:/cli-reranker@nobody", "--limit", "1", "--no-track", "-q")
     assert unknown.returncode == 2 and "models:/cli-reranker@nobody" in unknown.stderr
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file() and not (tmp_path / "mlflow.db").exists()  # one store
 
 
 def test_mlflow_models_serve_answers_rankings(tiny_dir: Path, tmp_path: Path, store: TrackingConfig) -> None:

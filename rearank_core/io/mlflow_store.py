@@ -86,11 +86,14 @@ def download_registered_model(uri: str, cache_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            download_artifacts(artifact_uri=f"models:/{name}/{found.version}", dst_path=str(staging),
-                               tracking_uri=store)
-            (staging / _DONE).write_text(f'{{"uri": "models:/{name}/{found.version}"}}\n', encoding="utf-8")
+            # The version's own artifact location, not models:/ (which MLflow resolves against the registry URI
+            # of the process: its default store when MLFLOW_TRACKING_URI is unset, not this project's).
+            local = Path(download_artifacts(
+                artifact_uri=client.get_model_version_download_uri(name, str(found.version)),
+                dst_path=str(staging), tracking_uri=store))  # staging/<the location's last folder name>
+            (local / _DONE).write_text(f'{{"uri": "models:/{name}/{found.version}"}}\n', encoding="utf-8")
             shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
+            local.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return reranker_folder(target)
