@@ -86,9 +86,9 @@ STAGES: dict[str, Callable[[Params], Any]] = {
                                        p.job("data_job").cards).kept,
     "teacher": lambda p: teacher_stage(p.job("data_job").windows, p.job("data_job").teacher, p.teacher, p.tracking,
                                        p.job("data_job").cards).to_dict(),
-    "filter": lambda p: filter_stage(p.job("data_job").teacher, p.job("data_job").filtered, p.filter, p.tracking,
-                                     p.job("data_job").cards,
-                                     windows=p.job("data_job").windows if p.filter.min_gold_ndcg is not None else None).kept,
+    "filter": lambda p: filter_stage(
+        p.job("data_job").teacher, p.job("data_job").filtered, p.filter, p.tracking, p.job("data_job").cards,
+        windows=p.job("data_job").windows if p.filter.min_gold_ndcg is not None else None).kept,
     "build": lambda p: build_stage(p.job("data_job").windows, p.job("data_job").sft, p.job("data_job").grpo, p.data,
                                    p.tracking, p.job("data_job").cards, p.rerank.model_cache,
                                    teacher=p.job("data_job").filtered),
@@ -154,8 +154,11 @@ def pipeline(params_path: str = "params.yaml", overrides: dict[str, Any] | None 
 def _registry_markdown(state: dict[str, Any]) -> str:
     lines = [f"### {state['name']}", "", "| version | aliases | nDCG@10 per dataset | gate |", "|---|---|---|---|"]
     for v in state["versions"]:
-        metrics = ", ".join(f"{k.removeprefix('ndcg_at_10_')} {val}" for k, val in v["metrics"].items()
-                            if k.startswith("ndcg_at_10_"))
+        ndcg = {k.removeprefix("ndcg_at_10_"): str(val) for k, val in v["metrics"].items()
+                if k.startswith("ndcg_at_10_")}
+        missing = sum(val.startswith("not evaluated") for val in ndcg.values())
+        metrics = ", ".join(f"{name} {val}" for name, val in ndcg.items() if not val.startswith("not evaluated"))
+        metrics += f" ({missing} not evaluated)" if missing else ""
         gate = f"{v['gate']['action']}: {v['gate']['reason']}" if v["gate"] else "-"
         lines.append(f"| {v['version']} | {', '.join(v['aliases']) or '-'} | {metrics} | {gate} |")
     return "\n".join(lines) + "\n"
@@ -173,9 +176,10 @@ def main() -> None:
     table = Table(title=f"nDCG@10 on the {params.suite.name} suite (format-valid rate)")
     for column in ("dataset", "queries", "BM25", "untrained", "trained"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
+    not_evaluated: dict[str, list[str]] = {}  # reason -> datasets: one line each below the table
     for name, row in reports["trained"].get("datasets", {}).items():
         if row.get("status") == "not evaluated":
-            table.add_row(name, "-", "not evaluated", "", row.get("reason", ""))
+            not_evaluated.setdefault(row.get("reason", ""), []).append(name)
             continue
         cells = []
         for label in ("untrained", "trained"):
@@ -185,6 +189,8 @@ def main() -> None:
                          if "reranked" in other else "not computed")
         table.add_row(name, str(row["queries"]), f"{row['bm25']['ndcg@10']:.4f}", *cells)
     console.print(table)
+    for reason, names in not_evaluated.items():
+        console.print(f"not evaluated ({len(names)}: {', '.join(names)}): {reason}")
     console.print(_registry_markdown(registry_state(params.registry, params.tracking)))
     store = tracking_uri(params.tracking)
     console.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {store} --port 5000  ->  http://127.0.0.1:5000")
