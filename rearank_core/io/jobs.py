@@ -9,6 +9,7 @@ starts fresh."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,13 +27,29 @@ def _not_a_checkpoint(relative: Path) -> bool:
     return relative.parts[0].startswith("checkpoint-")
 
 
+def _stat_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of what ``_content_digest`` would read: cheap to take every time."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                           and not _not_a_checkpoint(p.relative_to(path))]
+    return tuple(sorted((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(path: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    """The bytes' digest, read once per process while ``signature`` holds: an evaluation suite reranks each of its
+    datasets with the same model, and a full model is gigabytes."""
+    digest = hashlib.sha256()
+    hash_path(digest, Path(path), skip=_not_a_checkpoint)
+    return digest.hexdigest()
+
+
 def job_identity(settings: Mapping[str, Any], inputs: Iterable[str | Path] = ()) -> str:
     """SHA-256 of the settings (as JSON) and of each input's bytes; a folder's ``checkpoint-*`` subfolders are left
     out (a model folder is its final weights, not its training history)."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in inputs:
+    for path in map(Path, inputs):
         digest.update(b"\0input\0" + str(path).encode() + b"\0")
-        hash_path(digest, Path(path), skip=_not_a_checkpoint)
+        digest.update(_content_digest(str(path), _stat_signature(path)).encode())
     return digest.hexdigest()
 
 
@@ -48,11 +65,12 @@ def claim(marker: str | Path, identity: str, partial: Iterable[str | Path]) -> b
     if marker.is_file() and marker.read_text(encoding="utf-8").strip() == identity:
         return True
     for path in map(Path, partial):
-        if path.exists():
-            log.warning("%s was written by another job (settings, inputs or model changed): starting afresh", path)
+        if not path.exists():
+            continue
+        log.warning("%s was written by another job (settings, inputs or model changed): starting afresh", path)
         if path.is_dir():
             shutil.rmtree(path)
-        elif path.exists():
+        else:
             path.unlink()
     marker.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(marker) as handle:
