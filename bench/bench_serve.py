@@ -14,8 +14,18 @@ Scenarios:
             the embedded model's GGUF file: the base SmolLM2-135M-Instruct, not the trained adapter; a real model
             behind real HTTP. Reported as not run, with the reason, when --llama-python cannot import llama_cpp.
 
+llama-cpp-python is compiled from PyPI's source package (about 20 minutes on 2 cores) into its own virtual
+environment, which keeps the project's lock as it is:
+
+    python3 -m venv /tmp/llama && /tmp/llama/bin/pip install 'llama-cpp-python[server]==0.3.36'
+
+On a CPU with AMX, build it without AMX: its AMX kernel crashed (SIGSEGV in ggml_backend_amx_mul_mat) on the first
+completion of this Q4_1 file on such a machine here. Prefix the pip command with
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON
+-DGGML_AVX512_BF16=ON" (the instruction sets of that machine, less AMX).
+
     .venv/bin/python bench/bench_serve.py [--scenario embedded openai] [--clients 50] [--requests 100]
-        [--documents 10] [--llama-python PYTHON]
+        [--documents 10] [--llama-python /tmp/llama/bin/python] [--llama-threads N]
 """
 
 from __future__ import annotations
@@ -225,7 +235,7 @@ def scenario_openai(args: argparse.Namespace, work: list[dict[str, Any]], logs: 
     log = logs / "llama_cpp_server.log"
     server = subprocess.Popen([args.llama_python, "-m", "llama_cpp.server", "--model", str(gguf_file()),
                                "--model_alias", "smollm2-135m-instruct", "--host", "127.0.0.1", "--port", str(port),
-                               "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 1)],
+                               "--n_ctx", "4096", "--n_threads", str(args.llama_threads)],
                               stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", server, log, 300)
@@ -233,6 +243,7 @@ def scenario_openai(args: argparse.Namespace, work: list[dict[str, Any]], logs: 
                        "--model", "smollm2-135m-instruct", "--concurrency", str(args.openai_concurrency)],
                       logs / "serve_openai.log", work, args.clients, args.documents)
         out["llama_cpp_python"] = probe.stdout.strip()
+        out["llama_threads"] = args.llama_threads
         out["backend_peak_rss_mib"] = peak_rss_mib(server.pid)
         return out
     finally:
@@ -291,6 +302,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=10, help="passages per request")
     parser.add_argument("--openai-concurrency", type=int, default=4, help="rearank serve's --concurrency")
     parser.add_argument("--llama-python", default=sys.executable, help="a Python that has llama-cpp-python[server]")
+    parser.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1,
+                        help="llama.cpp's threads (on a busy machine 1 is faster: its threads spin-wait)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     for name in ("clients", "requests", "documents"):
