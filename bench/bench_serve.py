@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench_train import cpu_name  # noqa: E402
 
+from rearank_core.backends.transformers_engine import cpu_has_fast_bf16  # noqa: E402
+
 DL19 = ROOT / "data" / "msmarco" / "dl19" / "rank_llm_BM25_retrieve_results_dl19.json"
 SERVING = re.compile(r"at (http://\S+)/v1/rerank")
 
@@ -101,7 +103,7 @@ async def _client(http: httpx.AsyncClient, url: str, work: list[dict[str, Any]],
         try:
             response = await http.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            load.errors[f"{type(exc).__name__}"] += 1
+            load.errors[type(exc).__name__] += 1
             continue
         load.answered += 1
         load.latencies_s.append(time.perf_counter() - started)
@@ -171,17 +173,20 @@ def wait_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float) 
 def start_serve(args: list[str], log: Path, timeout_s: float = 900) -> tuple[subprocess.Popen, str]:
     """``rearank serve ARGS --port 0`` with its output in ``log``; returns it and its base URL once /health is
     200 (the model is loaded by then)."""
-    out = log.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "rearank_core.cli", "serve", "--port", "0", *args],
-                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while not (found := SERVING.search(log.read_text())):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError(f"rearank serve did not start; its log: {log}\n{log.read_text()[-3000:]}")
-        time.sleep(1)
-    base_url = found.group(1)
-    wait_http(f"{base_url}/health", process, log, timeout_s)
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "rearank_core.cli", "serve", "--port", "0", *args],
+                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (found := SERVING.search(log.read_text())):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rearank serve did not start; its log: {log}\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        base_url = found.group(1)
+        wait_http(f"{base_url}/health", process, log, timeout_s)
+    except BaseException:
+        stop(process)
+        raise
     return process, base_url
 
 
@@ -226,17 +231,21 @@ def gguf_file() -> Path:
 
 
 def scenario_openai(args: argparse.Namespace, work: list[dict[str, Any]], logs: Path) -> dict:
-    probe = subprocess.run([args.llama_python, "-c", "import llama_cpp, llama_cpp.server; print(llama_cpp.__version__)"],
-                           capture_output=True, text=True)
+    try:
+        probe = subprocess.run([args.llama_python, "-c", "import llama_cpp, llama_cpp.server; print(llama_cpp.__version__)"],
+                               capture_output=True, text=True)
+    except OSError as exc:
+        return {"not_run": f"cannot run --llama-python {args.llama_python}: {exc.strerror}"}
     if probe.returncode != 0:
         return {"not_run": f"{args.llama_python} cannot import llama_cpp.server "
                            f"(pip install 'llama-cpp-python[server]', which compiles llama.cpp)"}
     port = free_port()
     log = logs / "llama_cpp_server.log"
-    server = subprocess.Popen([args.llama_python, "-m", "llama_cpp.server", "--model", str(gguf_file()),
-                               "--model_alias", "smollm2-135m-instruct", "--host", "127.0.0.1", "--port", str(port),
-                               "--n_ctx", "4096", "--n_threads", str(args.llama_threads)],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("w") as out:
+        server = subprocess.Popen([args.llama_python, "-m", "llama_cpp.server", "--model", str(gguf_file()),
+                                   "--model_alias", "smollm2-135m-instruct", "--host", "127.0.0.1", "--port", str(port),
+                                   "--n_ctx", "4096", "--n_threads", str(args.llama_threads)],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", server, log, 300)
         out = measure(["--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
@@ -248,13 +257,6 @@ def scenario_openai(args: argparse.Namespace, work: list[dict[str, Any]], logs: 
         return out
     finally:
         stop(server)
-
-
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def _cell(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -312,10 +314,9 @@ def main() -> None:
     logs = ROOT / "work" / "bench_serve"
     logs.mkdir(parents=True, exist_ok=True)
     work = bodies(args.requests, args.documents)
-    flags = cpu_flags()
     report: dict[str, Any] = {
         "command": " ".join(["python", "bench/bench_serve.py", *sys.argv[1:]]), "cpu": cpu_name(),
-        "cores": os.cpu_count(), "bf16": "AMX: bf16" if "amx_bf16" in flags else "no AMX: fp32",
+        "cores": os.cpu_count(), "bf16": "dtype auto: bf16" if cpu_has_fast_bf16() else "dtype auto: fp32",
         "clients": args.clients, "requests": args.requests, "documents": args.documents, "scenarios": {}}
     for name in args.scenario:
         print(f"[{name}] {args.requests} requests from {args.clients} clients ...", flush=True)
