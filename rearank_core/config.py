@@ -194,6 +194,16 @@ class FilterConfig:
                                        min=0, max=1, option="--min-gold-ndcg")
 
 
+class EntryError(ValueError):
+    """Fields of one config entry that do not fit together, raised by its ``__post_init__``. ``key`` is the field to
+    fix, relative to the entry (``run``, ``datasets[2].name``), so that a load error names its line."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
 @dataclass
 class RewardConfig:
     """Reward weights and parameters (section ``rewards``), passed to the TRL reward functions."""
@@ -220,6 +230,9 @@ class TrainerKnobs:
     lora_dropout: float = knob(0.05, "LoRA dropout", min=0, max=1)
     dtype: str = knob("auto", "auto: bf16 where the CPU/GPU multiplies it in hardware, else float32",
                       choices=("auto", "float32", "bfloat16"))
+    activation_checkpointing: bool = knob(True, "keep only each layer's input for the backward pass and recompute "
+                                                "the rest (TRL's default): a fraction of the activation memory for "
+                                                "about a third more forward compute")
     logging_steps: int = knob(1, "optimiser steps between logged figures", min=1)
     save_steps: int = knob(10, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
     save_total_limit: int = knob(2, "checkpoints kept", min=1)
@@ -263,6 +276,9 @@ class GRPOTrainConfig(TrainerKnobs):
     scale_rewards: str = knob("group", "advantage scaling", choices=("group", "batch", "none"))
     learning_rate: float = knob(1e-6, "peak learning rate (ReasonRank: 1e-6)", min=0, option="--learning-rate")
     grad_accum: int = knob(1, "generation batches accumulated per optimiser step", min=1)
+    micro_batch: int = knob(1, "completions per forward/backward pass: a group's num_generations completions are "
+                               "trained in num_generations/micro_batch passes accumulated into the same optimiser "
+                               "step (same gradient; activation memory scales with it)", min=1)
     use_vllm: bool = knob(False, "generate rollouts with vLLM (GPU)")
     vllm_mode: str = knob("colocate", "vLLM generation: colocate (in the training processes) or server (a separate "
                                       "`trl vllm-serve`)", choices=("colocate", "server"))
@@ -272,15 +288,10 @@ class GRPOTrainConfig(TrainerKnobs):
                                choices=("auto", "engine", "trl"))
     save_steps: int = knob(5, "optimiser steps between checkpoints (a rerun resumes from the last)", min=1)
 
-
-class EntryError(ValueError):
-    """Fields of one config entry that do not fit together, raised by its ``__post_init__``. ``key`` is the field to
-    fix, relative to the entry (``run``, ``datasets[2].name``), so that a load error names its line."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-        self.message = message
+    def __post_init__(self) -> None:
+        if self.num_generations % self.micro_batch:
+            raise EntryError("micro_batch", f"must divide num_generations ({self.num_generations}), got "
+                                            f"{self.micro_batch}")
 
 
 # xlangai/BRIGHT's splits (io.bright reads them); here so that a suite entry's domain is checked on load.

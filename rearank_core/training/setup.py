@@ -90,3 +90,4 @@ def resume_point(output_dir: str | Path, settings: Mapping[str, Any], inputs: li
     if not claim(output_dir / JOB_MARKER, job_identity(settings, local_inputs(*inputs)), checkpoints):
         return None
     return get_last_checkpoint(str(output_dir))
+

@@ -2,7 +2,7 @@
 
 The records become TRL's conversational prompt-completion rows (the reranker's prompt; the teacher's
 ``<think>…</think><answer>…</answer>``), so the loss falls on the completion only. TRL's CPU traps are set
-explicitly: bf16 only where the hardware multiplies it, no gradient checkpointing, and ``max_length`` checked
+explicitly: bf16 only where the hardware multiplies it, and ``max_length`` checked
 against every record first (TRL would silently truncate a record past it). A rerun resumes from the last
 checkpoint in the output folder; the final model (or LoRA adapter) and its tokenizer are saved at the top of
 that folder, where ``rearank rerank --model DIR`` loads them."""
@@ -18,6 +18,7 @@ from rearank_core.backends.base import hf_chat_ids
 from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
 from rearank_core.io.training_data import SFTRecord
+from rearank_core.backends.adapters import library_deprecations_quiet
 from rearank_core.training.setup import (
     base_name,
     load_base,
@@ -60,19 +61,20 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     peft_config = None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
-        activation_checkpointing=False, max_length=cfg.max_length, completion_only_loss=True, packing=False,
+        activation_checkpointing=cfg.activation_checkpointing, max_length=cfg.max_length, completion_only_loss=True, packing=False,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
         report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
-                         processing_class=tokenizer, peft_config=peft_config)
-    resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
-    if resume:
-        log.info("resuming SFT from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer, tokenizer, output_dir, base_name(cfg.model, model_cache), cfg.lora)
+    with library_deprecations_quiet():
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
+                             processing_class=tokenizer, peft_config=peft_config)
+        resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
+        if resume:
+            log.info("resuming SFT from %s", resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        save_final(trainer, tokenizer, output_dir, base_name(cfg.model, model_cache), cfg.lora)
     figures = {"records": len(records), "longest_record_tokens": longest, "steps": trainer.state.global_step,
                "train_loss": round(float(result.training_loss), 6), "train_runtime_s": round(result.metrics.get(
                    "train_runtime", 0.0), 2), "samples_per_s": result.metrics.get("train_samples_per_second"),
