@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from flows.server import temporary_server
 from rearank_core.config import BM25Config, EvalConfig, TrackingConfig, load_params
 from rearank_core.stages import evaluate_stage, index_stage, retrieve_stage
 
@@ -35,4 +36,5 @@ def bm25_baseline(params_path: str = "params.yaml") -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    bm25_baseline()
+    with temporary_server():
+        bm25_baseline()

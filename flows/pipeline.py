@@ -1,9 +1,10 @@
 """The end-to-end pipeline as one Prefect flow, the README's main job: BM25 baseline -> training data (augment,
 teacher, filter, build, validate) -> SFT -> GRPO -> evaluate (untrained and trained) -> register -> promote.
 
-Each task calls the stage function its dvc.yaml stage's command calls, on the same paths. A task's cache key is
-the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its params), so a rerun skips finished
-stages; a stage whose outputs are missing runs again. On params.yaml itself (no overrides), each stage that ran is
+Each task calls the stage function its dvc.yaml stage's command calls, on the same paths, in a child process of
+its own (a stage the OOM killer ends is reported with its name and peak memory; its memory is freed when it
+ends). A task's cache key is the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its
+params), so a rerun skips finished stages; a stage whose outputs are missing runs again. On params.yaml itself (no overrides), each stage that ran is
 recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to date. Everything nests under one MLflow
 run, ``pipeline``; each evaluation and the registry's state are Prefect artifacts."""
 
@@ -16,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from flows.server import temporary_server
 from rearank_core.config import Params, load_params, override, with_overrides
 from rearank_core.io.reports import report_markdown
 from rearank_core.mlops.pipeline_stages import (
@@ -25,7 +27,7 @@ from rearank_core.mlops.pipeline_stages import (
     read_stages,
     record,
 )
-from rearank_core.mlops.tracking import stage_run, tracking_uri
+from rearank_core.mlops.tracking import PARENT_RUN, stage_run, tracking_uri
 from rearank_core.stages import evaluate_stage, index_stage, retrieve_stage
 from rearank_core.stages.data import (
     augment_stage,
@@ -37,6 +39,7 @@ from rearank_core.stages.data import (
 from rearank_core.stages.evaluate_model import evaluate_model_stage
 from rearank_core.stages.registry import promote_stage, register_stage, registry_state
 from rearank_core.stages.train import train_grpo_stage, train_sft_stage
+from rearank_core.supervise import StageKilled, run_in_child
 
 
 def _validate(params: Params) -> dict[str, int]:
@@ -54,11 +57,8 @@ def _validate(params: Params) -> dict[str, int]:
 
 def _evaluate(params: Params, model: str, label: str) -> dict[str, Any]:
     cfg = override(params.rerank, "rerank", model=model)
-    report = evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate,
-                                  params.tracking, params.bm25, show_progress=True)
-    create_markdown_artifact(key=f"evaluation-{label}", markdown=report_markdown(report),
-                             description=f"{label} vs BM25 on the {params.suite.name} suite")
-    return report
+    return evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate,
+                                params.tracking, params.bm25, show_progress=True)
 
 
 def _register(params: Params) -> dict[str, Any]:
@@ -106,17 +106,32 @@ STAGES: dict[str, Callable[[Params], Any]] = {
 }
 
 
-@task(persist_result=True, retries=1, retry_delay_seconds=10)  # a retry resumes: trainers from checkpoints,
-def stage_task(name: str, params: Params) -> Any:              # evaluations from their traces
+def run_named_stage(name: str, params: Params) -> Any:
+    """One stage by its dvc.yaml name: what the stage's child process runs."""
     return STAGES[name](params)
 
 
-def run_stage(name: str, spec: StageSpec, params: Params, record_in_dvc: bool) -> Any:
+@task(persist_result=True, retries=1, retry_delay_seconds=10,  # a retry resumes: trainers from checkpoints,
+      retry_condition_fn=lambda _task, _run, state: not isinstance(state.result(raise_on_failure=False), StageKilled))
+def stage_task(name: str, params: Params, parent_run: str | None) -> Any:  # evaluations from their traces
+    """The stage in its own process (``run_in_child``): its memory is the kernel's again when it ends, and a stage
+    the OOM killer ends is reported with its name and peak memory instead of taking the flow with it (no retry:
+    it would be killed again)."""
+    result = run_in_child(run_named_stage, name, params, stage=name,
+                          env={PARENT_RUN: parent_run} if parent_run else None)
+    if name.startswith("evaluate_"):  # Prefect's API is this process's: the child runs the library only
+        label = name.removeprefix("evaluate_")
+        create_markdown_artifact(key=f"evaluation-{label}", markdown=report_markdown(result),
+                                 description=f"{label} vs BM25 on the {params.suite.name} suite")
+    return result
+
+
+def run_stage(name: str, spec: StageSpec, params: Params, record_in_dvc: bool, parent_run: str | None) -> Any:
     """One stage as a Prefect task keyed on its fingerprint; recorded in dvc.lock when it ran on params.yaml."""
     key = fingerprint(spec, params)
     runner = stage_task.with_options(name=name, cache_key_fn=lambda *_: key,
                                      refresh_cache=not outputs_present(spec))
-    state = runner(name, params, return_state=True)
+    state = runner(name, params, parent_run, return_state=True)
     result = state.result()
     if record_in_dvc and not state.name == "Cached":
         record(name)
@@ -139,7 +154,7 @@ def pipeline(params_path: str = "params.yaml", overrides: dict[str, Any] | None 
     results: dict[str, Any] = {}
     with stage_run(params.tracking, "pipeline") as parent:
         for name in (s for s in STAGES if s in chosen):
-            results[name] = run_stage(name, specs[name], params, record_in_dvc)
+            results[name] = run_stage(name, specs[name], params, record_in_dvc, parent.run_id)
     if parent.run_id:
         experiment = params.tracking.experiment
         create_link_artifact(key="mlflow-pipeline-run", link=f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{parent.run_id}",
@@ -170,7 +185,8 @@ def main() -> None:
     from rich.table import Table
 
     params = load_params("params.yaml")
-    results = pipeline()
+    with temporary_server():
+        results = pipeline()
     console = Console(soft_wrap=True)
     reports = {label: results.get(f"evaluate_{label}") or {} for label in ("untrained", "trained")}
     table = Table(title=f"nDCG@10 on the {params.suite.name} suite (format-valid rate)")

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from prefect import flow, task
 
+from flows.server import temporary_server
 from rearank_core.config import (
     EvalConfig,
     RerankConfig,
@@ -38,4 +39,5 @@ def rerank_slice(params_path: str = "params.yaml") -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    rerank_slice()
+    with temporary_server():
+        rerank_slice()

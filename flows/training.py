@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from flows.server import temporary_server
 from rearank_core.config import Params, TrainJob, load_params, override
 from rearank_core.stages.evaluate_model import evaluate_model_stage
 from rearank_core.stages.train import train_grpo_stage, train_sft_stage
@@ -48,4 +49,5 @@ def training(params_path: str = "params.yaml", sft: bool = True, evaluate: bool 
 
 
 if __name__ == "__main__":
-    training()
+    with temporary_server():
+        training()

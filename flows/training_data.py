@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from flows.server import temporary_server
 from rearank_core.config import (
     DataConfig,
     DataJob,
@@ -68,4 +69,5 @@ def training_data(params_path: str = "params.yaml") -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    training_data()
+    with temporary_server():
+        training_data()

@@ -15,6 +15,9 @@ class InputError(Exception):
         self.field = field
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None, int | None, str | None]]:
+        return type(self), (self.message, self.path, self.line, self.field)  # whole across processes (a stage's child)
+
     def __str__(self) -> str:
         where = self.path or ""
         if self.line is not None:

@@ -17,6 +17,9 @@ from rearank_core.io.mlflow_store import sqlite_artifact_root
 from rearank_core.io.mlflow_store import tracking_uri as store_uri
 
 
+PARENT_RUN = "REARANK_MLFLOW_PARENT_RUN"  # a pipeline run's id, for the stages it runs in child processes
+
+
 def metric_key(name: str) -> str:
     """MLflow metric names cannot hold '@': ``ndcg@10`` -> ``ndcg_at_10``."""
     return name.replace("@", "_at_")
@@ -53,7 +56,8 @@ class StageRun:
 
 @contextmanager
 def stage_run(cfg: TrackingConfig, stage: str, project: str | Path = ".") -> Iterator[StageRun]:
-    """An MLflow run named after the stage, nested when a pipeline run is active."""
+    """An MLflow run named after the stage, nested when a pipeline run is active in this process or named by
+    REARANK_MLFLOW_PARENT_RUN (the pipeline runs each stage in a child process)."""
     if not cfg.enabled:
         yield StageRun(None)
         return
@@ -65,7 +69,9 @@ def stage_run(cfg: TrackingConfig, stage: str, project: str | Path = ".") -> Ite
     if mlflow.get_experiment_by_name(cfg.experiment) is None:
         mlflow.create_experiment(cfg.experiment, artifact_location=sqlite_artifact_root(uri))
     mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None) as run:
+    parent = None if mlflow.active_run() else os.environ.get(PARENT_RUN)
+    with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None or parent is not None,
+                          parent_run_id=parent) as run:
         handle = StageRun(mlflow)
         handle.run_id = run.info.run_id
         mlflow.set_tag("rearank.stage", stage)

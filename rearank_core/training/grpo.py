@@ -4,9 +4,10 @@ Rows are TRL's conversational ``prompt`` plus the reward columns (``labels`` for
 ``gold`` for ReasonRank's); the reward's components reach MLflow through TRL's ``log_metric`` hook. TRL's
 defaults that do not fit a CPU are set explicitly (group size, completion length, bf16). Memory: the group's
 completions are generated once per optimiser step and trained ``micro_batch`` at a time (gradients accumulated),
-with activation checkpointing; a forward/backward pass over all four ~1,300-token rows at once held about 10 GiB
-of float32 activations on the embedded 135M model. A rerun resumes from the last checkpoint; the final policy (or adapter) is saved at the top of
-the output folder, where ``rearank rerank --model DIR`` loads it."""
+with activation checkpointing: the four ~1,300-token rows of an embedded-profile step in one float32
+forward/backward saved 3 GiB of activations per row for the backward pass. A rerun resumes from the last
+checkpoint; the final policy (or adapter) is saved at the top of the
+output folder, where ``rearank rerank --model DIR`` loads it."""
 
 from __future__ import annotations
 

@@ -61,7 +61,8 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     peft_config = None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
-        activation_checkpointing=cfg.activation_checkpointing, max_length=cfg.max_length, completion_only_loss=True, packing=False,
+        activation_checkpointing=cfg.activation_checkpointing, max_length=cfg.max_length,
+        completion_only_loss=True, packing=False,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
