@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import RankingServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -16,6 +17,7 @@ import bench_serve  # noqa: E402
 DOCS = [f"passage {i}: {'rivers and lakes' if i % 3 == 0 else 'mountains'} number {i}" for i in range(10)]
 
 
+@pytest.mark.integration
 def test_fifty_concurrent_clients_get_every_answer_from_the_cli_server(ranking_server: RankingServer,
                                                                        tmp_path: Path) -> None:
     args = ["--backend", "openai", "--model", "served-model", "--window", "4", "--step", "2", "--concurrency", "8",

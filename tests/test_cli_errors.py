@@ -1,8 +1,10 @@
-"""The real ``rearank`` command line, run as a subprocess: bad input ends with exit code 2 and one message on
-stderr that names the file (and ``:line``), never a traceback, and leaves no output file behind."""
+"""The real ``rearank`` command line (in process, and as a subprocess once per command): bad input ends with exit
+code 2 and one message on stderr that names the file (and ``:line``), never a traceback, and leaves no output file
+behind."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -11,17 +13,29 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from rearank_core.cli import app as cli
 
 REPO = Path(__file__).resolve().parents[1]
 DL = REPO / "data" / "msmarco"
 
 
-def rearank(*args: str | Path, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """``rearank ARGS`` through the installed entry point's module, with built-in defaults (no params.yaml)."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "NO_COLOR": "1", "COLUMNS": "200"}
+def rearank(*args: str | Path, cwd: Path, timeout: float = 180,
+            in_process: bool = True) -> subprocess.CompletedProcess[str]:
+    """``rearank ARGS`` with built-in defaults (no params.yaml): in this process (Typer's runner), or through the
+    installed entry point's module as a subprocess (one test per command: a Python start-up for each case would
+    prove nothing more)."""
+    args = (*map(str, args), "--params", str(cwd / "no-params.yaml"))
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "NO_COLOR": "1", "COLUMNS": "200"}
+    if in_process:
+        with contextlib.chdir(cwd):
+            done = CliRunner().invoke(cli, args, env={**env, "MLFLOW_TRACKING_URI": None})
+        return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
+    env = {**os.environ, **env}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "rearank_core.cli", *map(str, args), "--params", str(cwd / "no-params.yaml")]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "rearank_core.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], name: str, line: int | None = None,
@@ -64,7 +78,7 @@ def test_evaluate_malformed_run(tmp_path: Path, body: str, line: int | None, say
 
 def test_evaluate_missing_run_file(tmp_path: Path) -> None:
     result = rearank("evaluate", "--run", tmp_path / "absent.trec", "--qrels", qrels_file(tmp_path), "--json",
-                     "--no-track", cwd=tmp_path)
+                     "--no-track", cwd=tmp_path, in_process=False)
     assert_user_error(result, "absent.trec", says="file not found")
 
 
@@ -148,7 +162,7 @@ def test_retrieve_from_a_folder_that_is_not_an_index(tmp_path: Path) -> None:
     out = tmp_path / "out" / "run.trec"
     cands = tmp_path / "out" / "cands.jsonl"
     result = rearank("retrieve", "--index", not_index, "--topics", topics, "--run", out, "--candidates", cands, "-q",
-                     cwd=tmp_path)
+                     cwd=tmp_path, in_process=False)
     assert_user_error(result, "not_an_index", says="not a Lucene index")
     assert not out.exists()
     assert not cands.exists()
@@ -168,7 +182,7 @@ def test_index_corpus_with_bad_json_line(tmp_path: Path) -> None:
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text('{"id": "a", "contents": "alpha"}\n{"id": "b", "contents": \n{"id": "c", "contents": "c"}\n')
     index = tmp_path / "out_index"
-    result = rearank("index", "--corpus", corpus, "--index", index, "-q", cwd=tmp_path)
+    result = rearank("index", "--corpus", corpus, "--index", index, "-q", cwd=tmp_path, in_process=False)
     assert_user_error(result, "bad.jsonl", 2, "invalid JSON")
     assert not index.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"], "a failed build left files behind"

@@ -4,6 +4,7 @@ self-consistency filter and the SFT/GRPO records."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, DL19
+from typer.testing import CliRunner
 
+from rearank_core.cli import app as cli
 from rearank_core.config import (
     DataConfig,
     DataSource,
@@ -300,11 +303,12 @@ def test_records_use_the_rerankers_prompt_and_reward_columns(dl21: tuple[list, d
 
 
 def rearank(*args: str | Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """The CLI in the repository (params.yaml's relative paths hold there), tracking into ``tmp_path``."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    return subprocess.run([sys.executable, "-m", "rearank_core.cli", *map(str, args)], cwd=DATA.parent, env=env,
-                          capture_output=True, text=True, timeout=600)
+    """The CLI in the repository (params.yaml's relative paths hold there), tracking into ``tmp_path``; in this
+    process (Typer's runner): the teacher's kill -9 test above runs the data commands as a real subprocess."""
+    env = {"NO_COLOR": "1", "COLUMNS": "200", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    with contextlib.chdir(DATA.parent):
+        done = CliRunner().invoke(cli, [str(a) for a in args], env=env)
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 def test_cli_augment_is_byte_identical_per_seed(tmp_path: Path, root: Path) -> None:

@@ -10,10 +10,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import BIN
 from test_pipeline import make_project, project_env
 from topology import Service, free_port, wait_for
+
+pytestmark = pytest.mark.integration
 
 BASELINE = ["index", "retrieve", "evaluate"]  # the BM25 baseline's stages: a real pipeline run in about a minute
 

@@ -8,8 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import BIN
 from test_pipeline import make_project, project_env
+
+pytestmark = pytest.mark.integration
 
 
 def dvc(project: Path, *args: str) -> str:

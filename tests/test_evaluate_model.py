@@ -4,6 +4,7 @@ documents are nowhere to be found is reported "not evaluated" with the reason.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 import mlflow
 import yaml
 from conftest import DL19_CANDIDATES, DL19_QRELS
+from typer.testing import CliRunner
 
+from rearank_core.cli import app as cli
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.requests import read_candidates
@@ -67,7 +70,9 @@ def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, t
     assert "| bright_biology_bm25 | bm25 | | | not evaluated | not evaluated | | |" in table
     assert f"- bright_biology_bm25: not evaluated: {reason}" in table
     assert table.count("| dl19 | bm25 | 3 | 10 |") == 1
-    # A rerun resumes every window from the traces: nothing is asked again.
+    # A rerun resumes every window from the traces: nothing is asked again (in this process: a second Python
+    # start-up would prove nothing more).
     asked = sum(ranking_server.per_query.values())
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and sum(ranking_server.per_query.values()) == asked
+    with contextlib.chdir(tmp_path):
+        again = CliRunner().invoke(cli, command[3:], env={k: env[k] for k in ("MLFLOW_TRACKING_URI", "HF_HOME")})
+    assert again.exit_code == 0 and sum(ranking_server.per_query.values()) == asked

@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 import yaml
 from conftest import BIN
 from test_pipeline import make_project, project_env
+
+pytestmark = pytest.mark.integration
 
 DL19 = {"name": "dl19", "candidates": "data/msmarco/dl19/rank_llm_BM25_retrieve_results_dl19.json",
         "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt", "top_k": 10, "queries": 2}

@@ -17,7 +17,14 @@ from conftest import BIN
 
 from rearank_core.io.trec import read_run
 
+pytestmark = pytest.mark.integration
+
 SLICE_QUERIES = 2  # 2 DL19 queries x top-30: 5 windows of 10 (step 5) each, per driver
+# `python -m` for each module named on the command line in turn, in one process: one Python start-up and one
+# temporary Prefect server for several flows (each module's own finds it running); a flow that fails raises, and
+# the process exits non-zero.
+RUN_MODULES = ("import runpy, sys\nfrom flows.server import temporary_server\nwith temporary_server():\n"
+               "    for module in sys.argv[1:]:\n        runpy.run_module(module, run_name='__main__')\n")
 
 
 def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, object] | None = None,
@@ -54,7 +61,18 @@ def project_env(project: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, root: Path, model_cache: Path) -> Path:
-    return make_project(tmp_path_factory.mktemp("project"), root, model_cache, queries=SLICE_QUERIES)
+    project = make_project(tmp_path_factory.mktemp("project"), root, model_cache, queries=SLICE_QUERIES)
+    return short_completions(project)
+
+
+def short_completions(project: Path) -> Path:
+    """The shipped reranker with 64-token completions instead of 320: the drivers must write the same generated
+    text whatever its length, and the generation alone took most of these tests' time (test_shipped_model
+    generates at the shipped length)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["rerank"]["max_new_tokens"] = 64
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
 
 
 def outputs(project: Path) -> dict[str, object]:
@@ -103,11 +121,10 @@ def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None
     shutil.rmtree(project / "work" / "scifact")
     shutil.rmtree(project / "work" / "dl19_slice")
     shutil.rmtree(project / "metrics")
-    for module in ("flows.bm25_baseline", "flows.rerank_slice"):
-        flow = subprocess.run([sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True,
-                              timeout=900)
-        assert flow.returncode == 0, flow.stderr[-3000:]
-        assert "Finished in state Completed" in flow.stdout + flow.stderr
+    flow = subprocess.run([sys.executable, "-c", RUN_MODULES, "flows.bm25_baseline", "flows.rerank_slice"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=1800)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    assert "Finished in state Completed" in flow.stdout + flow.stderr
     assert outputs(project) == by_dvc
 
     for metrics in (r.data.metrics for r in tracked_runs(project, "evaluate-scifact")):
@@ -129,7 +146,7 @@ def test_dvc_repro_and_prefect_flows_write_the_same_files(project: Path) -> None
 
 def test_demo_runs_the_two_jobs_onto_the_pipeline_files(tmp_path: Path, root: Path, model_cache: Path) -> None:
     """`rearank demo` on the shipped jobs (5 DL19 queries): the figures the README quotes, in an 80-column table."""
-    project = make_project(tmp_path, root, model_cache)
+    project = short_completions(make_project(tmp_path, root, model_cache))
     result = subprocess.run([str(BIN / "rearank"), "demo", "-q"], cwd=project, env=project_env(project),
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,13 +161,29 @@ def test_demo_runs_the_two_jobs_onto_the_pipeline_files(tmp_path: Path, root: Pa
     assert "Traceback" not in result.stderr
 
 
-def test_training_data_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache: Path) -> None:
-    """The data stages (augment -> teacher -> filter -> build -> validate, gold teacher) by `dvc repro validate`
-    and by the training-data flow: the same files, the cards' figures in MLflow."""
+def test_the_whole_dag_by_dvc_then_the_training_data_and_training_flows(tmp_path: Path, root: Path, model_cache: Path,
+                                                                         tiny_dir: Path) -> None:
+    """`dvc repro` of the whole DAG on a tiny random model (LoRA, one step each): the data stages (augment -> teacher
+    -> filter -> build -> validate, gold teacher) with the cards' figures in MLflow, sft -> grpo -> evaluate whose
+    shipped-style adapter reranks the suite with per-step logs as the DVC plots, and register -> promote. Then the
+    training-data and training flows write the same files again, each stage an MLflow run. One project and one DAG
+    run serve both jobs: the training job reads the data job's records."""
     project = make_project(tmp_path, root, model_cache, data={"per_query": 2})
-    env = project_env(project)
-    subprocess.run([str(BIN / "dvc"), "repro", "-q", "validate"], cwd=project, env=env, check=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["rerank"].update(window=5, step=5, max_new_tokens=8)
+    params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
+    params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
+    params["train_job"]["untrained"] = str(tiny_dir)
+    suite = params["suite"]["name"]  # the pipeline's suite, cut to 2 DL19 queries
+    params["suites"] = [{"name": suite, "datasets": [{"name": "dl19", "candidates": "data/msmarco/dl19/"
+                                                      "rank_llm_BM25_retrieve_results_dl19.json",
+                                                      "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt",
+                                                      "top_k": 10, "queries": 2}]}]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env(project)
+    subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=project, env=env, check=True, timeout=1800)
+
+    # The data job.
     job = params["data_job"]
     files = ("windows", "teacher", "filtered", "sft", "grpo")
     by_dvc = {name: (project / job[name]).read_bytes() for name in files}
@@ -163,12 +196,34 @@ def test_training_data_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_
     for kind in ("windows", "teacher", "sft", "grpo"):
         assert json.loads((project / job["reports"] / kind / "report.json").read_text())["success"]
 
-    shutil.rmtree(project / "work" / "data")
-    flow = subprocess.run([sys.executable, "-m", "flows.training_data"], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900)
+    # The training job.
+    train = params["train_job"]
+    report = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
+    assert report["datasets"]["dl19"]["windows"] == 2 * 2 and report["model"] == train["grpo_dir"]
+    assert json.loads((project / train["grpo_dir"] / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == str(tiny_dir)
+    history = (project / train["grpo_history"]).read_text().splitlines()
+    assert len(history) == 2 and "rearank/answer_format" in history[0].split(",")
+
+    # The registry: the first version registered becomes the champion (there was none).
+    assert json.loads((project / train["registered"]).read_text())["aliases"] == {"candidate": "1"}
+    promoted = json.loads((project / train["promoted"]).read_text())
+    assert promoted["aliases"] == {"candidate": "1", "champion": "1"} and promoted["decision"]["moved"]
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=project, env=env, capture_output=True, text=True,
+                            check=True)
+    assert "up to date" in status.stdout
+
+    # The two flows, in one process (one temporary Prefect server), onto the same files.
+    for folder in ("work/data", "work/train", "work/eval", "metrics/eval", "metrics/train"):
+        shutil.rmtree(project / folder)
+    flow = subprocess.run([sys.executable, "-c", RUN_MODULES, "flows.training_data", "flows.training"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=1800)
     assert flow.returncode == 0, flow.stderr[-3000:]
     assert "Finished in state Completed" in flow.stdout + flow.stderr
     assert {name: (project / job[name]).read_bytes() for name in files} == by_dvc
+    again = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
+    assert again["datasets"]["dl19"]["windows"] == 4 and again["datasets"]["dl19"]["bm25"] == \
+        report["datasets"]["dl19"]["bm25"]
 
     augments = tracked_runs(project, "data-augment")
     assert len(augments) == 2
@@ -176,45 +231,5 @@ def test_training_data_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_
     validated = tracked_runs(project, "data-validate-grpo")
     assert len(validated) == 2 and all(r.data.metrics["success"] == 1.0 for r in validated)
     assert tracked_runs(project, "data-build-sft")[0].data.metrics["prompt_tokens.p95"] > 0
-
-
-def test_training_by_dvc_and_by_the_flow(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) -> None:
-    """data -> sft -> grpo -> evaluate_trained on a tiny random model (LoRA, one step each) by `dvc repro` and by the
-    training flow: the same files appear, the shipped-style adapter reranks the suite, each stage is an MLflow
-    run, and the per-step logs are the DVC plots."""
-    project = make_project(tmp_path, root, model_cache, data={"per_query": 1, "window": 5})
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["rerank"].update(window=5, step=5, max_new_tokens=8)
-    params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
-    params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
-    suite = params["suite"]["name"]  # the pipeline's suite, cut to 2 DL19 queries
-    params["suites"] = [{"name": suite, "datasets": [{"name": "dl19", "candidates": "data/msmarco/dl19/"
-                                                      "rank_llm_BM25_retrieve_results_dl19.json",
-                                                      "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt",
-                                                      "top_k": 10, "queries": 2}]}]
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = project_env(project)
-    subprocess.run([str(BIN / "dvc"), "repro", "-q", "evaluate_trained"], cwd=project, env=env, check=True,
-                   timeout=1200)
-    job = params["train_job"]
-    report = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
-    assert report["datasets"]["dl19"]["windows"] == 2 * 2 and report["model"] == job["grpo_dir"]
-    assert json.loads((project / job["grpo_dir"] / "adapter_config.json").read_text())["base_model_name_or_path"] \
-        == str(tiny_dir)
-    history = (project / job["grpo_history"]).read_text().splitlines()
-    assert len(history) == 2 and "rearank/answer_format" in history[0].split(",")
-    status = subprocess.run([str(BIN / "dvc"), "status", "evaluate_trained"], cwd=project, env=env,
-                            capture_output=True, text=True, check=True)
-    assert "up to date" in status.stdout
-
-    for folder in ("work/train", "work/eval", "metrics/eval", "metrics/train"):
-        shutil.rmtree(project / folder)
-    flow = subprocess.run([sys.executable, "-m", "flows.training"], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert flow.returncode == 0, flow.stderr[-3000:]
-    assert "Finished in state Completed" in flow.stdout + flow.stderr
-    again = json.loads((project / "metrics" / "eval" / suite / "trained.json").read_text())
-    assert again["datasets"]["dl19"]["windows"] == 4 and again["datasets"]["dl19"]["bm25"] == \
-        report["datasets"]["dl19"]["bm25"]
     for stage in ("train-sft", "train-grpo", "evaluate-model-trained"):
         assert len(tracked_runs(project, stage)) == 2, stage

@@ -3,6 +3,7 @@ window, parser and window behaviour as with any backend, and a clean failure whe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import DL19_CANDIDATES, RankingServer
+from typer.testing import CliRunner
 
+from rearank_core.cli import app as cli
 from rearank_core.io.trec import read_run
 
 
@@ -21,13 +24,21 @@ def server(ranking_server: RankingServer) -> RankingServer:
     return ranking_server
 
 
-def _rerank(server: RankingServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "rearank_core.cli", "rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(tmp_path / "run.trec"),
-           "--traces", str(tmp_path / "traces.jsonl"), "--backend", "openai", "--model", "served-model",
-           "--base-url", f"http://127.0.0.1:{server.server_port}/v1", "--limit", "6", "--concurrency", "4",
-           "--params", str(tmp_path / "none.yaml"), "-q", *extra]
+def _rerank(server: RankingServer, tmp_path: Path, *extra: str,
+            in_process: bool = False) -> subprocess.CompletedProcess[str]:
+    """The command as a subprocess, or in this process (Typer's runner) where a fresh Python start-up would
+    prove nothing more than the subprocess tests here."""
+    args = ["rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(tmp_path / "run.trec"),
+            "--traces", str(tmp_path / "traces.jsonl"), "--backend", "openai", "--model", "served-model",
+            "--base-url", f"http://127.0.0.1:{server.server_port}/v1", "--limit", "6", "--concurrency", "4",
+            "--params", str(tmp_path / "none.yaml"), "-q", *extra]
+    if in_process:
+        with contextlib.chdir(tmp_path):
+            done = CliRunner().invoke(cli, args, env={"OPENAI_API_KEY": "test-key"})
+        return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
     env = {**os.environ, "OPENAI_API_KEY": "test-key"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    return subprocess.run([sys.executable, "-m", "rearank_core.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
 
 
 def test_one_request_per_window_and_parser_behaviour(server: RankingServer, tmp_path: Path) -> None:
@@ -49,16 +60,17 @@ def test_one_request_per_window_and_parser_behaviour(server: RankingServer, tmp_
 
 
 def test_top_k_and_window_options_change_the_request_count(server: RankingServer, tmp_path: Path) -> None:
-    proc = _rerank(server, tmp_path, "--top-k", "30", "--window", "10", "--step", "5")
+    proc = _rerank(server, tmp_path, "--top-k", "30", "--window", "10", "--step", "5", in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert set(server.per_query.values()) == {5}  # 30 ranked, window 10, step 5: 20-30, 15-25, ..., 0-10
 
 
 def test_reasoning_model_flag_changes_the_request_fields(server: RankingServer, tmp_path: Path) -> None:
-    assert _rerank(server, tmp_path, "--top-k", "20").returncode == 0
+    assert _rerank(server, tmp_path, "--top-k", "20", in_process=True).returncode == 0
     assert server.sampling_keys == {("max_tokens", "temperature")}
     server.sampling_keys.clear()
-    proc = _rerank(server, tmp_path, "--top-k", "20", "--reasoning-model", "--max-new-tokens", "4096")
+    proc = _rerank(server, tmp_path, "--top-k", "20", "--reasoning-model", "--max-new-tokens", "4096",
+                   in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert server.sampling_keys == {("max_completion_tokens",)}
 

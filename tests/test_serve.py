@@ -252,6 +252,7 @@ def test_help_shows_the_loopback_default() -> None:
     assert re.search(r"--host\s.*\[default: 127\.0\.0\.1\]", result.output, re.DOTALL)
 
 
+@pytest.mark.integration
 def test_the_cli_serves_with_a_key_from_the_environment(ranking_server: RankingServer, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "rearank_core.cli", "serve", "--port", "0", "--backend", "openai", "--model",
            "served-model", "--base-url", f"http://127.0.0.1:{ranking_server.server_port}/v1", "--window", "4",

@@ -5,6 +5,7 @@ domain's documents), through the local ranking server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +21,9 @@ from test_formats import (
     bright_examples,
     write_parquet,
 )
+from typer.testing import CliRunner
 
+from rearank_core.cli import app as cli
 from rearank_core.config import load_params
 from rearank_core.errors import InputError
 from rearank_core.evaluation import evaluate
@@ -162,6 +165,13 @@ def reasonir_run(path: Path, examples: list[dict]) -> Path:
     return path
 
 
+def in_process(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command in this process (Typer's runner), from ``cwd`` with ``env`` added."""
+    with contextlib.chdir(cwd):
+        done = CliRunner().invoke(cli, args, env=env)
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
+
+
 def test_bright_in_both_first_stages_through_the_cli(ranking_server, tmp_path: Path, root: Path) -> None:
     bright, examples = make_bright(tmp_path / "BRIGHT")
     run_file = reasonir_run(tmp_path / "runs" / "biology.trec", examples)
@@ -176,11 +186,10 @@ def test_bright_in_both_first_stages_through_the_cli(ranking_server, tmp_path: P
         {"name": "pony_bm25", "bright": "pony", "first_stage": "bm25", "top_k": 5, "queries": 2}]}
     params["suites"] = [params["suites"][0], bright_suite]  # quick stays the default; --suite picks bright
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1",
-           "COLUMNS": "160"}
-    command = [sys.executable, "-m", "rearank_core.cli", "evaluate-model", "--model", "served", "--label", "served",
-               "--suite", "bright", "--params", str(tmp_path / "params.yaml"), "-q"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1", "COLUMNS": "160"}
+    command = ["evaluate-model", "--model", "served", "--label", "served", "--suite", "bright", "--params",
+               str(tmp_path / "params.yaml"), "-q"]
+    result = in_process(command, tmp_path, env)  # test_evaluate_model runs evaluate-model as a subprocess
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "metrics" / "bright" / "served.json").read_text())
     assert report["suite"] == "bright" and list(report["datasets"]) == ["bio_bm25", "bio_reasonir", "pony_bm25"]
@@ -226,7 +235,7 @@ def test_bright_in_both_first_stages_through_the_cli(ranking_server, tmp_path: P
     # A rerun reuses the index and resumes every window from the traces: nothing is built or asked again.
     built = (index.parent / "index.source.json").stat().st_mtime_ns
     asked = sum(ranking_server.per_query.values())
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    again = in_process(command, tmp_path, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sum(ranking_server.per_query.values()) == asked
     assert (index.parent / "index.source.json").stat().st_mtime_ns == built

@@ -4,12 +4,11 @@ components in the logs, and the CLI's MLflow runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +16,10 @@ import mlflow
 import pytest
 import yaml
 from conftest import DATA
+from typer.testing import CliRunner
 
 from rearank_core.backends.transformers_backend import TransformersBackend
+from rearank_core.cli import app as cli
 from rearank_core.config import (
     DataConfig,
     GRPOTrainConfig,
@@ -65,6 +66,7 @@ def config(tiny_dir: Path, **knobs: object) -> SFTTrainConfig:
     return replace(base, **knobs)
 
 
+@pytest.mark.integration
 def test_sft_steps_checkpoints_and_resumes(sft_records: Path, tiny_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "sft"
     first = run_sft(config(tiny_dir), sft_records, out, tmp_path)
@@ -84,6 +86,7 @@ def test_sft_steps_checkpoints_and_resumes(sft_records: Path, tiny_dir: Path, tm
     assert completion.completion_tokens >= 1
 
 
+@pytest.mark.integration
 def test_sft_lora_saves_an_adapter(sft_records: Path, tiny_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
     figures = run_sft(config(tiny_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=1), sft_records, out, tmp_path)
@@ -93,6 +96,7 @@ def test_sft_lora_saves_an_adapter(sft_records: Path, tiny_dir: Path, tmp_path: 
     assert backend.engine == "loop" and backend.complete([[{"role": "user", "content": "Hi"}]], 2)[0].completion_tokens
 
 
+@pytest.mark.integration
 def test_grpo_goes_on_training_the_sft_adapter_and_ships_one_adapter(sft_records: Path, records: tuple[Path, Path],
                                                                       tiny_dir: Path, tmp_path: Path) -> None:
     """SFT (LoRA) then GRPO (LoRA) from its folder: GRPO trains the same adapter, and the final folder is one
@@ -125,16 +129,24 @@ def test_a_record_past_max_length_is_an_error_naming_it(sft_records: Path, tiny_
     assert not (tmp_path / "x").exists()
 
 
+def rearank(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command in this process (Typer's runner): the pipeline's dvc stages run `rearank train` as a
+    subprocess (tests/test_pipeline.py), and a Python start-up with torch here would prove nothing more."""
+    with contextlib.chdir(cwd):
+        done = CliRunner().invoke(cli, args, env=env)
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
+
+
+@pytest.mark.integration
 def test_cli_train_sft_logs_to_mlflow(sft_records: Path, tiny_dir: Path, tmp_path: Path, root: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["sft"].update(model=str(tiny_dir), max_steps=2, grad_accum=1, learning_rate=1e-3, save_steps=1)
     params["rerank"]["model_cache"] = str(tmp_path / "models")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}
-    result = subprocess.run([sys.executable, "-m", "rearank_core.cli", "train", "sft", "--records", str(sft_records),
-                             "--output", str(tmp_path / "out"), "--metrics-out", str(tmp_path / "sft.json"),
-                             "--params", str(tmp_path / "params.yaml"), "-q"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}
+    result = rearank(["train", "sft", "--records", str(sft_records), "--output", str(tmp_path / "out"),
+                      "--metrics-out", str(tmp_path / "sft.json"), "--params", str(tmp_path / "params.yaml"), "-q"],
+                     tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SFT: 6 records, 2 steps" in result.stderr
     figures = json.loads((tmp_path / "sft.json").read_text())
@@ -154,6 +166,7 @@ def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
     return replace(base, **knobs)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("reward", "engine"), [("rearank", "auto"), ("multiview", "trl")])
 def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path,
                                                       reward: str, engine: str) -> None:
@@ -173,16 +186,16 @@ def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path],
     assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
 
 
+@pytest.mark.integration
 def test_cli_train_grpo_logs_to_mlflow(records: tuple[Path, Path], tiny_dir: Path, tmp_path: Path, root: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["grpo"].update(model=str(tiny_dir), max_steps=2, num_generations=2, max_completion_length=8, limit=2,
                           save_steps=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}
-    result = subprocess.run([sys.executable, "-m", "rearank_core.cli", "train", "grpo", "--records", str(records[1]),
-                             "--output", str(tmp_path / "out"), "--metrics-out", str(tmp_path / "grpo.json"),
-                             "--params", str(tmp_path / "params.yaml"), "-q"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}
+    result = rearank(["train", "grpo", "--records", str(records[1]), "--output", str(tmp_path / "out"),
+                      "--metrics-out", str(tmp_path / "grpo.json"), "--params", str(tmp_path / "params.yaml"), "-q"],
+                     tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GRPO: 2 records, 2 steps" in result.stderr
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
