@@ -7,8 +7,6 @@ the kernel stops it when the flow's process ends, however it ends; elsewhere it 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -21,17 +19,7 @@ from pathlib import Path
 
 import httpx
 
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the server's process, before it execs: SIGTERM when the parent ends (already ended: exit now)."""
-    name = ctypes.util.find_library("c")
-    if name and sys.platform.startswith("linux"):
-        ctypes.CDLL(name, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        os._exit(1)
-
+from rearank_core.supervise import die_with_parent
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -55,7 +43,8 @@ def temporary_server(timeout_s: float | None = None) -> Iterator[str | None]:
     with (home / "server.log").open("ab") as log:
         server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                    "--port", str(port), "--no-services"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with_parent(parent))
+                                  stderr=subprocess.STDOUT,
+                                  preexec_fn=lambda: die_with_parent(parent, signal.SIGTERM))
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s

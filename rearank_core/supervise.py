@@ -8,6 +8,8 @@ resumes, and the next run starts again at that stage."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import pickle
@@ -22,6 +24,17 @@ from typing import Any
 from rearank_core.memory import GIB, PeakSampler
 
 SUPERVISED = "REARANK_SUPERVISED"  # set in the child: it runs the stage itself
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """In a child: have Linux send it ``sig`` when its parent ends, however the parent ends (SIGKILL included); if
+    the parent ``parent`` has already ended, exit now. Elsewhere only the second check holds."""
+    name = ctypes.util.find_library("c")
+    if name and sys.platform.startswith("linux"):
+        ctypes.CDLL(name).prctl(PR_SET_PDEATHSIG, int(sig))
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def killed_message(stage: str, returncode: int, peak_bytes: int) -> str | None:
@@ -43,8 +56,10 @@ def supervise(command: list[str], stage: str) -> int:
     """Run ``command`` as a child (with SUPERVISED set) and return its exit status, 128 + N for signal N after
     printing ``killed_message`` to stderr. SIGTERM (what `dvc repro`, Prefect and service managers send) is passed
     on to the child; SIGINT is not, as Ctrl-C already reaches the child with the rest of its process group, and a
-    second one would cut its clean stop short."""
-    child = subprocess.Popen(command, env={**os.environ, SUPERVISED: "1"})
+    second one would cut its clean stop short. The child ends with the parent: `kill -9` of the command a user
+    started ends the work, as it did before the command had a child."""
+    parent = os.getpid()
+    child = subprocess.Popen(command, env={**os.environ, SUPERVISED: "1"}, preexec_fn=lambda: die_with_parent(parent))
     previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, lambda number, _frame: child.send_signal(number))}
     try:
@@ -64,7 +79,9 @@ class StageKilled(RuntimeError):
     """A stage's child process ended by a signal (``killed_message`` says which, and the peak memory seen)."""
 
 
-def _child(target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], conn: Connection) -> None:
+def _child(target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], parent: int,
+           conn: Connection) -> None:
+    die_with_parent(parent)
     os.environ.update(env)
     try:
         result = target(*args)
@@ -85,7 +102,7 @@ def run_in_child(target: Callable[..., Any], *args: Any, stage: str, env: dict[s
     the child before it runs."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(target, args, {**(env or {}), SUPERVISED: "1"}, send),
+    child = context.Process(target=_child, args=(target, args, {**(env or {}), SUPERVISED: "1"}, os.getpid(), send),
                             name=f"stage-{stage}")
     child.start()
     send.close()
