@@ -91,13 +91,14 @@ def test_dvc_repro_reports_a_stage_killed_by_signal_9_and_the_rerun_resumes_ther
     repro = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     child = _wait_for(lambda: _supervised(repro.pid, str(SCIFACT / "corpus.jsonl")), 120, "the index stage's process")
-    peak = _wait_for(lambda: tree_rss(child) > 100 * 2 ** 20 and tree_rss(child), 60, "the JVM to start")
+    observed = _wait_for(lambda: tree_rss(child) > 100 * 2 ** 20 and tree_rss(child), 60, "the JVM to start")
+    time.sleep(0.5)  # the supervisor samples every 50 ms: let it see at least what this test saw
     os.kill(child, signal.SIGKILL)
     output = repro.communicate(timeout=120)[0]
     assert repro.returncode != 0
     assert "error: stage 'index' killed by signal 9 (SIGKILL) (out of memory?); peak memory seen" in output, output
     seen = float(output.split("peak memory seen ")[1].split(" GiB")[0])
-    assert seen >= round(peak / 2 ** 30, 2) - 0.01  # at least what this test saw before the kill
+    assert seen >= observed / 2 ** 30 - 0.05  # at least what this test saw before the kill (a JVM starting grows)
     rerun = subprocess.run([str(BIN / "dvc"), "repro"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
