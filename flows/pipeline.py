@@ -4,9 +4,10 @@ teacher, filter, build, validate) -> SFT -> GRPO -> evaluate (untrained and trai
 Each task calls the stage function its dvc.yaml stage's command calls, on the same paths, in a child process of
 its own (a stage the OOM killer ends is reported with its name and peak memory; its memory is freed when it
 ends). A task's cache key is the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its
-params), so a rerun skips finished stages; a stage whose outputs are missing runs again. On params.yaml itself (no overrides), each stage that ran is
-recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to date. Everything nests under one MLflow
-run, ``pipeline``; each evaluation and the registry's state are Prefect artifacts."""
+params), so a rerun skips finished stages; a stage whose outputs are missing runs again. On params.yaml itself (no
+overrides), each stage that ran is recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to
+date. Everything nests under one MLflow run, ``pipeline``; each evaluation and the registry's state are Prefect
+artifacts."""
 
 from __future__ import annotations
 

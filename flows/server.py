@@ -21,6 +21,7 @@ import httpx
 
 from rearank_core.supervise import die_with_parent
 
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

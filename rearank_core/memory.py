@@ -14,7 +14,7 @@ from pathlib import Path
 GIB = 1024 ** 3
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     kids: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -41,7 +41,7 @@ def tree_rss(pid: int) -> int:
             continue
         seen.add(current)
         total += _rss(current)
-        stack.extend(_children(current))
+        stack.extend(child_pids(current))
     return total
 
 

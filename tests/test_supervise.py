@@ -16,7 +16,7 @@ import yaml
 from conftest import BIN, DATA, ROOT
 
 from rearank_core.errors import InputError
-from rearank_core.memory import tree_rss
+from rearank_core.memory import child_pids, tree_rss
 from rearank_core.supervise import StageKilled, run_in_child
 
 SCIFACT = DATA / "beir" / "scifact"
@@ -44,10 +44,6 @@ def test_a_stage_in_a_child_returns_raises_or_is_reported_killed() -> None:
         run_in_child(_killed_by_the_oom_killer, stage="grpo")
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
-
-
 def _wait_for(condition, timeout: float, what: str):  # noqa: ANN001, ANN202
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,7 +62,7 @@ def _supervised(pid: int, word: str) -> int | None:
         try:
             environ = Path(f"/proc/{current}/environ").read_bytes()
             cmdline = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
-            stack.extend(_children(current))
+            stack.extend(child_pids(current))
         except OSError:
             continue
         if b"REARANK_SUPERVISED=1" in environ.split(b"\0") and word.encode() in cmdline:
@@ -115,7 +111,7 @@ def test_the_temporary_prefect_server_ends_with_a_flow_process_killed_by_sigkill
                             env={**env, "PREFECT_HOME": str(tmp_path / ".prefect")})
     url = flow.stdout.readline().strip()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
-    servers = _children(flow.pid)
+    servers = child_pids(flow.pid)
     assert servers, "no server process under the flow's process"
     os.kill(flow.pid, signal.SIGKILL)
     flow.wait()
