@@ -6,8 +6,8 @@ its own (a stage the OOM killer ends is reported with its name and peak memory; 
 ends). A task's cache key is the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its
 params), so a rerun skips finished stages; a stage whose outputs are missing runs again. On params.yaml itself (no
 overrides), each stage that ran is recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to
-date. Everything nests under one MLflow run, ``pipeline``; each evaluation and the registry's state are Prefect
-artifacts."""
+date. Everything nests under one MLflow run, ``pipeline``, which also holds each stage's peak memory and wall time
+(``peak_rss_gib/<stage>``, ``wall_s/<stage>``); each evaluation and the registry's state are Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from rearank_core.mlops.pipeline_stages import (
     read_stages,
     record,
 )
-from rearank_core.mlops.tracking import PARENT_RUN, stage_run, tracking_uri
+from rearank_core.memory import GIB
+from rearank_core.mlops.tracking import PARENT_RUN, log_run_metrics, stage_run, tracking_uri
 from rearank_core.stages import evaluate_stage, index_stage, retrieve_stage
 from rearank_core.stages.data import (
     augment_stage,
@@ -118,8 +119,13 @@ def stage_task(name: str, params: Params, parent_run: str | None) -> Any:  # eva
     """The stage in its own process (``run_in_child``): its memory is the kernel's again when it ends, and a stage
     the OOM killer ends is reported with its name and peak memory instead of taking the flow with it (no retry:
     it would be killed again)."""
-    result = run_in_child(run_named_stage, name, params, stage=name,
-                          env={PARENT_RUN: parent_run} if parent_run else None)
+    finished = run_in_child(run_named_stage, name, params, stage=name,
+                            env={PARENT_RUN: parent_run} if parent_run else None)
+    result = finished.value
+    peak = finished.peak_bytes / GIB
+    get_run_logger().info("%s: %.0f s, peak memory %.2f GiB resident (its process tree)", name, finished.seconds, peak)
+    if parent_run:  # the pipeline run holds every stage's cost: the memory budget is per stage
+        log_run_metrics(params.tracking, parent_run, {f"peak_rss_gib/{name}": peak, f"wall_s/{name}": finished.seconds})
     if name.startswith("evaluate_"):  # Prefect's API is this process's: the child runs the library only
         label = name.removeprefix("evaluate_")
         create_markdown_artifact(key=f"evaluation-{label}", markdown=report_markdown(result),

@@ -16,8 +16,10 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -75,6 +77,15 @@ def supervise(command: list[str], stage: str) -> int:
     return 128 - returncode
 
 
+@dataclass(frozen=True)
+class ChildRun:
+    """What a stage's child returned, with the peak resident size of its process tree and its wall time."""
+
+    value: Any
+    peak_bytes: int
+    seconds: float
+
+
 class StageKilled(RuntimeError):
     """A stage's child process ended by a signal (``killed_message`` says which, and the peak memory seen)."""
 
@@ -95,15 +106,16 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str
     conn.send(("ok", result))
 
 
-def run_in_child(target: Callable[..., Any], *args: Any, stage: str, env: dict[str, str] | None = None) -> Any:
+def run_in_child(target: Callable[..., Any], *args: Any, stage: str, env: dict[str, str] | None = None) -> ChildRun:
     """``target(*args)`` in a fresh Python process (spawned: nothing of this process's threads or memory is
-    inherited); returns its result or raises its exception here. A child ended by a signal raises ``StageKilled``
-    with ``killed_message``. ``target`` must be importable by name (a module-level function); ``env`` is set in
-    the child before it runs."""
+    inherited); returns its result (with its peak memory and wall time) or raises its exception here. A child ended
+    by a signal raises ``StageKilled`` with ``killed_message``. ``target`` must be importable by name (a
+    module-level function); ``env`` is set in the child before it runs."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(target, args, {**(env or {}), SUPERVISED: "1"}, os.getpid(), send),
                             name=f"stage-{stage}")
+    started = time.perf_counter()
     child.start()
     send.close()
     with PeakSampler(child.pid) as sampler:
@@ -116,7 +128,7 @@ def run_in_child(target: Callable[..., Any], *args: Any, stage: str, env: dict[s
     if message is not None:
         raise StageKilled(message)
     if kind == "ok":
-        return payload
+        return ChildRun(payload, sampler.peak, time.perf_counter() - started)
     if kind == "error":
         raise pickle.loads(payload)
     raise RuntimeError(f"stage '{stage}' exited with status {child.exitcode} without a result")

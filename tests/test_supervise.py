@@ -35,7 +35,9 @@ def _killed_by_the_oom_killer() -> None:
 
 
 def test_a_stage_in_a_child_returns_raises_or_is_reported_killed() -> None:
-    assert run_in_child(_answer, 21, stage="double") == {"answer": 42}
+    answered = run_in_child(_answer, 21, stage="double")
+    assert answered.value == {"answer": 42}
+    assert answered.peak_bytes > 10 * 2**20 and answered.seconds > 0  # a Python process holds more than 10 MiB
     with pytest.raises(InputError, match="no such file") as raised:
         run_in_child(_refuse, "runs.trec", stage="evaluate")
     assert (raised.value.path, raised.value.line, raised.value.field) == ("runs.trec", 3, "docid")

@@ -54,6 +54,15 @@ class StageRun:
             self._mlflow.set_tags(values)
 
 
+def log_run_metrics(cfg: TrackingConfig, run_id: str, values: dict[str, float], project: str | Path = ".") -> None:
+    """Metrics onto an existing run by id (e.g. the pipeline's run, from whichever thread runs a stage)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg, project))
+    for key, value in values.items():
+        client.log_metric(run_id, metric_key(key), float(value))
+
+
 @contextmanager
 def stage_run(cfg: TrackingConfig, stage: str, project: str | Path = ".") -> Iterator[StageRun]:
     """An MLflow run named after the stage, nested when a pipeline run is active in this process or named by
