@@ -11,7 +11,6 @@ date. Everything nests under one MLflow run, ``pipeline``, which also holds each
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.server import temporary_server
-from rearank_core.config import Params, load_params, override, with_overrides
+from rearank_core.config import Params, load_params, with_overrides
 from rearank_core.io.reports import report_markdown
+from rearank_core.memory import GIB
 from rearank_core.mlops.pipeline_stages import (
     StageSpec,
     fingerprint,
@@ -28,89 +28,10 @@ from rearank_core.mlops.pipeline_stages import (
     read_stages,
     record,
 )
-from rearank_core.memory import GIB
 from rearank_core.mlops.tracking import PARENT_RUN, log_run_metrics, stage_run, tracking_uri
-from rearank_core.stages import evaluate_stage, index_stage, retrieve_stage
-from rearank_core.stages.data import (
-    augment_stage,
-    build_stage,
-    filter_stage,
-    teacher_stage,
-    validate_stage,
-)
-from rearank_core.stages.evaluate_model import evaluate_model_stage
-from rearank_core.stages.registry import promote_stage, register_stage, registry_state
-from rearank_core.stages.train import train_grpo_stage, train_sft_stage
+from rearank_core.stages.pipeline import STAGES, run_named_stage
+from rearank_core.stages.registry import registry_state
 from rearank_core.supervise import StageKilled, run_in_child
-
-
-def _validate(params: Params) -> dict[str, int]:
-    job = params.job("data_job")
-    files = {"windows": job.windows, "teacher": job.filtered, "sft": job.sft, "grpo": job.grpo}
-    counts = {}
-    for kind, path in files.items():
-        report = validate_stage(path, kind, params.data, params.tracking, params.rerank.model_cache,
-                                f"{job.reports}/{kind}")
-        if not report.success:
-            raise RuntimeError(f"{path}: validation failed\n{report.summary()}")
-        counts[kind] = report.records
-    return counts
-
-
-def _evaluate(params: Params, model: str, label: str) -> dict[str, Any]:
-    cfg = override(params.rerank, "rerank", model=model)
-    return evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate,
-                                params.tracking, params.bm25, show_progress=True)
-
-
-def _register(params: Params) -> dict[str, Any]:
-    job = params.job("train_job")
-    data = {kind: getattr(params.job("data_job"), kind) for kind in ("sft", "grpo")}
-    return register_stage(job.grpo_dir, params.suite.report("trained"), params.registry, params.rerank,
-                          params.tracking, params.path, data, job.registered)
-
-
-def _promote(params: Params) -> dict[str, Any]:
-    decision = promote_stage(params.registry, params.tracking, state_out=params.job("train_job").promoted)
-    return decision.to_dict()
-
-
-# The pipeline's stages in order: dvc.yaml's stage name -> what its command does.
-STAGES: dict[str, Callable[[Params], Any]] = {
-    "index": lambda p: index_stage(p.job("baseline").corpus, p.job("baseline").index, threads=p.bm25.threads,
-                                   show_progress=True).documents,
-    "retrieve": lambda p: retrieve_stage(p.job("baseline").index, p.job("baseline").topics, p.job("baseline").run,
-                                         p.bm25, candidates_out=p.job("baseline").candidates,
-                                         show_progress=True).queries,
-    "evaluate": lambda p: evaluate_stage(p.job("baseline").run, p.job("baseline").qrels, p.evaluate, p.tracking,
-                                         metrics_out=p.job("baseline").metrics, name=p.job("baseline").name).metrics,
-    "augment": lambda p: augment_stage(p.data.sources, p.job("data_job").windows, p.data, p.tracking,
-                                       p.job("data_job").cards).kept,
-    "teacher": lambda p: teacher_stage(p.job("data_job").windows, p.job("data_job").teacher, p.teacher, p.tracking,
-                                       p.job("data_job").cards).to_dict(),
-    "filter": lambda p: filter_stage(
-        p.job("data_job").teacher, p.job("data_job").filtered, p.filter, p.tracking, p.job("data_job").cards,
-        windows=p.job("data_job").windows if p.filter.min_gold_ndcg is not None else None).kept,
-    "build": lambda p: build_stage(p.job("data_job").windows, p.job("data_job").sft, p.job("data_job").grpo, p.data,
-                                   p.tracking, p.job("data_job").cards, p.rerank.model_cache,
-                                   teacher=p.job("data_job").filtered),
-    "validate": _validate,
-    "sft": lambda p: train_sft_stage(p.job("data_job").sft, p.job("train_job").sft_dir, p.sft, p.tracking,
-                                     p.rerank.model_cache, p.job("train_job").sft_metrics,
-                                     p.job("train_job").sft_history),
-    "grpo": lambda p: train_grpo_stage(p.job("data_job").grpo, p.job("train_job").grpo_dir, p.grpo, p.rewards,
-                                       p.tracking, p.rerank.model_cache, p.job("train_job").grpo_metrics,
-                                       p.job("train_job").grpo_history),
-    "evaluate_untrained": lambda p: _evaluate(p, p.job("train_job").untrained, "untrained"),
-    "evaluate_trained": lambda p: _evaluate(p, p.job("train_job").grpo_dir, "trained"),
-    "register": _register,
-    "promote": _promote,
-}
-
-
-def run_named_stage(name: str, params: Params) -> Any:
-    """One stage by its dvc.yaml name: what the stage's child process runs."""
-    return STAGES[name](params)
 
 
 @task(persist_result=True, retries=1, retry_delay_seconds=10,  # a retry resumes: trainers from checkpoints,
