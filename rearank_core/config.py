@@ -133,6 +133,8 @@ class DataSource:
     name: str = knob(help="source name, the first part of every window id")
     candidates: str = knob(help="rank_llm candidates JSONL or RankGPT retrieve-results JSON")
     qrels: str = knob(help="graded TREC or BEIR qrels")
+    id_namespace: str | None = knob(None, "whose query ids these are (e.g. msmarco-passage): an id is a leak only "
+                                          "in an evaluation set of the same namespace; null: texts only")
 
 
 @dataclass
@@ -141,6 +143,8 @@ class EvalSet:
 
     name: str = knob(help="evaluation set name, named in leakage errors")
     topics: str = knob(help="its topics: TREC 'qid<TAB>text' or BEIR queries JSONL")
+    id_namespace: str | None = knob(None, "whose query ids these are: a training id equal to one of them is a "
+                                          "leak only from a source of the same namespace; null: texts only")
 
 
 @dataclass
@@ -148,8 +152,9 @@ class DataConfig:
     """REARANK augmentation and the training records built from it (section ``data``)."""
 
     sources: tuple[DataSource, ...] = knob((), "training sources (name, candidates, qrels)")
-    eval_sets: tuple[EvalSet, ...] = knob((), "evaluation sets (name, topics): a training query whose id or "
-                                              "normalised text is in one is an error")
+    eval_sets: tuple[EvalSet, ...] = knob((), "evaluation sets (name, topics, id_namespace): a training query "
+                                              "whose normalised text is in one, or whose id is within the same id "
+                                              "namespace, is an error")
     per_query: int = knob(50, "K: random windows drawn per query", min=1, option="--per-query")
     window: int = knob(20, "passages per window", min=2, option="--window")
     top_n: int = knob(100, "draw from each query's first N candidates", min=2, option="--top-n")

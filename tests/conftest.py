@@ -45,8 +45,10 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One embedded-model cache per test session: the first user converts the GGUF, every later one reuses it
-    (subprocess tests too, through params.yaml's rerank.model_cache)."""
-    return tmp_path_factory.getbasetemp() / "rearank-models"
+    (subprocess tests too, through params.yaml's rerank.model_cache). Under pytest-xdist the workers share it: the
+    conversion holds a file lock."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "rearank-models"
 
 
 @pytest.fixture(scope="session")

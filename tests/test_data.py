@@ -46,8 +46,8 @@ from rearank_core.prompts import clean_passage, load_template, render
 DL21 = DATA / "msmarco" / "dl21"
 DL21_SOURCE = DataSource("dl21", str(DL21 / "rank_llm_BM25_retrieve_results_dl21.json"),
                          str(DL21 / "qrels.dl21-passage.txt"))
-EVAL_SETS = (EvalSet("dl19", str(DL19 / "topics.dl19-passage.txt")),
-             EvalSet("dl20", str(DATA / "msmarco" / "dl20" / "topics.dl20.txt")),
+EVAL_SETS = (EvalSet("dl19", str(DL19 / "topics.dl19-passage.txt"), "msmarco-passage"),
+             EvalSet("dl20", str(DATA / "msmarco" / "dl20" / "topics.dl20.txt"), "msmarco-passage"),
              EvalSet("scifact-test", str(DATA / "beir" / "scifact" / "queries.test.jsonl")))
 
 
@@ -98,19 +98,54 @@ def test_thresholds_drop_windows(dl21: tuple[list, dict]) -> None:
     assert all(len(w.docids) == 5 for w in small)
 
 
-def test_leakage_guard_by_id_and_by_normalised_text(dl21: tuple[list, dict], tmp_path: Path) -> None:
+def test_leakage_guard_by_normalised_text_and_by_id_within_a_namespace(dl21: tuple[list, dict]) -> None:
     evals = load_eval_queries(EVAL_SETS)
-    check_leakage(dl21[0], DL21_SOURCE.candidates, evals, EVAL_SETS)  # DL21 shares nothing with them
+    check_leakage(dl21[0], DL21_SOURCE.candidates, evals, EVAL_SETS, "msmarco-passage")  # DL21 shares nothing
     dl19_qid, dl19_text = (DL19 / "topics.dl19-passage.txt").read_text().splitlines()[0].split("\t")
     by_id = replace(dl21[0][0], query=replace(dl21[0][0].query, qid=dl19_qid))
     with pytest.raises(InputError) as caught:
-        check_leakage([by_id], "train.jsonl", evals, EVAL_SETS)
+        check_leakage([by_id], "train.jsonl", evals, EVAL_SETS, "msmarco-passage")
     assert str(caught.value).startswith("train.jsonl: field 'query': query " + dl19_qid)
     assert "evaluation set dl19" in str(caught.value)
-    by_text = replace(dl21[0][0], query=replace(dl21[0][0].query, text=f"  {dl19_text.upper()} ?"))
-    with pytest.raises(InputError, match="evaluation set dl19"):
+    assert "the same query id in id namespace 'msmarco-passage'" in str(caught.value)
+    check_leakage([by_id], "train.jsonl", evals, EVAL_SETS)  # a source of no namespace: its id is another query's
+    by_text = replace(dl21[0][0], query=replace(dl21[0][0].query, qid="my-own-7", text=f"  {dl19_text.upper()} ?"))
+    with pytest.raises(InputError, match=r"evaluation set dl19 \(.*\): the same query text \(normalised\)"):
         check_leakage([by_text], "train.jsonl", evals, EVAL_SETS)
     assert normalise_query("What IS  a flea's life-cycle?") == "what is a flea s life cycle"
+
+
+def test_cli_augment_runs_anywhere_and_guards_by_text_not_by_a_colliding_id(tmp_path: Path) -> None:
+    """Outside a project (no data_job in its params): a user's own queries numbered 1.. pass although SciFact's test
+    set has a query "1"; a DL19 query's text under the user's own id is refused. Cards land beside --out."""
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"eval_sets": [{"name": e.name, "topics": e.topics,
+                                                          "id_namespace": e.id_namespace} for e in EVAL_SETS]},
+                                  "tracking": {"enabled": False}}))
+    dl19_text = (DL19 / "topics.dl19-passage.txt").read_text().splitlines()[0].split("\t")[1]
+    requests = json.loads((DL19 / "rank_llm_BM25_retrieve_results_dl19.json").read_text())[:1]
+    qid = requests[0]["hits"][0]["qid"]
+    mine = [{"query": "how do penguins keep their eggs warm in winter",
+             "hits": [{**hit, "qid": "1"} for hit in requests[0]["hits"]]}]
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("".join(line.replace(f"{qid} ", "1 ", 1) for line in
+                             (DL19 / "qrels.dl19-passage.txt").read_text().splitlines(keepends=True)
+                             if line.startswith(f"{qid} ")))
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    with contextlib.chdir(tmp_path):
+        done = CliRunner().invoke(cli, ["data", "augment", "--candidates", "mine.json", "--qrels", "qrels.txt",
+                                        "--out", "out/windows.jsonl", "--per-query", "2", "--window", "5", "-q"],
+                                  env={"NO_COLOR": "1", "COLUMNS": "200"})
+        assert done.exit_code == 0, done.stderr
+        assert {json.loads(line)["qid"] for line in Path("out/windows.jsonl").read_text().splitlines()} == {"1"}
+        assert json.loads(Path("out/cards/windows.json").read_text())["eval_sets_checked"] == [
+            "dl19", "dl20", "scifact-test"]
+        (tmp_path / "theirs.json").write_text(json.dumps([{**mine[0], "query": dl19_text}]))
+        refused = CliRunner().invoke(cli, ["data", "augment", "--candidates", "theirs.json", "--qrels", "qrels.txt",
+                                           "--out", "out/refused.jsonl", "-q"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    assert "query 1 " in refused.stderr and "evaluation set dl19" in refused.stderr
+    assert "the same query text (normalised)" in refused.stderr and not (tmp_path / "out/refused.jsonl").exists()
 
 
 def test_gold_teacher_ranks_by_qrels_and_says_so() -> None:

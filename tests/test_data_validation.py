@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from rearank_core.data import validation
-from rearank_core.data.validation import normalise_query, validate_file
+from rearank_core.data.leakage import EvalQueries, normalise_query
+from rearank_core.data.validation import validate_file
 from rearank_core.errors import InputError
 from rearank_core.prompts import load_template, render
 from rearank_core.records import Messages
@@ -160,19 +161,24 @@ def test_a_planted_bad_row_fails_its_expectation(tmp_path: Path, kind: str, expe
 
 
 @pytest.mark.parametrize("kind", list(MAKE))
-def test_an_evaluation_qid_is_leakage(tmp_path: Path, kind: str) -> None:
-    report = validate_file(write(tmp_path / f"{kind}.jsonl", records(kind)), kind, eval_qids={"q3": "dl19"})
+def test_an_evaluation_qid_is_leakage_within_its_id_namespace(tmp_path: Path, kind: str) -> None:
+    path = write(tmp_path / f"{kind}.jsonl", records(kind))
+    evals = EvalQueries(by_text={}, by_id={("msmarco-passage", "q3"): "dl19"})
+    report = validate_file(path, kind, evals=evals, namespaces={"msmarco": "msmarco-passage"})
     (failure,) = report.failures
     assert failure.expectation == "no evaluation query"
     assert failure.lines == [PLANTED_LINE] and failure.ids == ["msmarco/q3/000"]
+    # The same id from a source of another namespace, or of none, is another query.
+    assert validate_file(path, kind, evals=evals, namespaces={"msmarco": "beir-scifact"}).success
+    assert validate_file(path, kind, evals=evals).success
 
 
 def test_an_evaluation_query_text_is_leakage(tmp_path: Path) -> None:
     path = write(tmp_path / "windows.jsonl", records("windows"))
-    report = validate_file(path, "windows", eval_texts={"What is  TOPIC 3?": "dl20"})
+    report = validate_file(path, "windows", evals=EvalQueries({normalise_query("What is  TOPIC 3?"): "dl20"}, {}))
     (failure,) = report.failures
     assert (failure.expectation, failure.column, failure.lines) == ("no evaluation query", "eval_set", [PLANTED_LINE])
-    assert validate_file(path, "windows", eval_texts={"what is topic 33": "dl20"}).success
+    assert validate_file(path, "windows", evals=EvalQueries({"what is topic 33": "dl20"}, {})).success
 
 
 def test_normalise_query() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import BIN
 from test_pipeline import make_project, project_env
 
 pytestmark = pytest.mark.integration
@@ -50,50 +48,74 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
     return project
 
 
-def run_pipeline(project: Path, call: str = "main()") -> subprocess.CompletedProcess:
-    code = ("from prefect.testing.utilities import prefect_test_harness\n"
-            "from flows.pipeline import main, pipeline\n"
-            f"with prefect_test_harness(server_startup_timeout=120):\n    {call}\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=project, env=project_env(project), capture_output=True,
-                          text=True, timeout=1800)
+# README command 1's main(), then on the same temporary Prefect server (one process, one start-up): `dvc status`, a
+# rerun, a run with a missing GRPO model after the GRPO output is removed, and a resumed run of sft and grpo. Each part
+# starts with a line "=== <part>" in the merged output; the SFT metrics' digest is printed around the failed run.
+SCRIPT = """
+import hashlib, pathlib, shutil, subprocess, sys
+from prefect.testing.utilities import prefect_test_harness
+from flows.pipeline import main, pipeline
+
+def part(name):
+    print(f"=== {name}", flush=True)
+
+def sft_digest():
+    print("sft.json", hashlib.sha256(pathlib.Path("metrics/train/sft.json").read_bytes()).hexdigest(), flush=True)
+
+with prefect_test_harness(server_startup_timeout=120):
+    part("first")
+    main()
+    part("dvc status")
+    subprocess.run(["dvc", "status"], check=True)
+    part("again")
+    pipeline()
+    shutil.rmtree("work/train/grpo")
+    part("failed")
+    sft_digest()
+    try:
+        pipeline(overrides={"grpo.model": "./work/no-such-model"})
+    except Exception as exc:
+        print(f"failed: {exc}", flush=True)
+    else:
+        sys.exit("the run with a missing GRPO model did not fail")
+    sft_digest()
+    part("resumed")
+    pipeline(stages=["sft", "grpo"])
+"""
 
 
 def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Path, root: Path, model_cache: Path,
                                                                     tiny_dir: Path) -> None:
     project = tiny_project(tmp_path, root, model_cache, tiny_dir)
-    first = run_pipeline(project)
-    log = first.stdout + first.stderr
-    assert first.returncode == 0, log[-4000:]
-    assert finished(log, "done") == STAGES, log[-4000:]
-    assert "not evaluated" in first.stdout and "champion" in first.stdout and "mlflow ui" in first.stdout
+    ran = subprocess.run([sys.executable, "-c", SCRIPT], cwd=project, env=project_env(project),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+    parts = dict(part.split("\n", 1) for part in ran.stdout.split("=== ")[1:])
+    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "failed", "resumed"}, \
+        ran.stdout[-4000:]
 
+    first = parts["first"]
+    assert finished(first, "done") == STAGES, first[-4000:]
+    assert "not evaluated" in first and "champion" in first and "mlflow ui" in first
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("tiny-reranker", "champion")
     trained = json.loads((project / "metrics" / "eval" / "tiny" / "trained.json").read_text())
     assert float(champion.tags["ndcg_at_10_dl19"]) == round(trained["datasets"]["dl19"]["reranked"]["ndcg@10"], 6)
     assert champion.tags["ndcg_at_10_bright_biology_reasonir"].startswith("not evaluated")
     assert champion.tags["profile"] == "params.yaml" and champion.tags["data_md5_sft"]
-    pipeline_run = client.search_runs([client.get_experiment_by_name("rearank").experiment_id],
-                                      "tags.`rearank.stage` = 'register'")[0]
-    assert pipeline_run.data.tags.get("mlflow.parentRunId"), "stage runs nest under the pipeline's run"
+    experiment = client.get_experiment_by_name("rearank").experiment_id
+    register_run = client.search_runs([experiment], "tags.`rearank.stage` = 'register'")[0]
+    assert register_run.data.tags.get("mlflow.parentRunId"), "stage runs nest under the pipeline's run"
+    pipeline_run = client.get_run(register_run.data.tags["mlflow.parentRunId"])
+    assert 0.1 < pipeline_run.data.metrics["peak_rss_gib/sft"] < 6 and pipeline_run.data.metrics["wall_s/sft"] > 0
 
-    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=project, env=project_env(project),
-                            capture_output=True, text=True, check=True)
-    assert "up to date" in status.stdout, status.stdout
-
-    again = run_pipeline(project)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
-    assert finished(again.stdout + again.stderr, "cached") == STAGES
+    assert "up to date" in parts["dvc status"], parts["dvc status"]
+    assert finished(parts["again"], "cached") == STAGES, parts["again"][-4000:]
 
     # A stage that fails keeps what came before; the next run resumes at that stage.
-    sft_metrics = (project / "metrics" / "train" / "sft.json").read_bytes()
-    shutil.rmtree(project / "work" / "train" / "grpo")
-    failed = run_pipeline(project, 'pipeline(overrides={"grpo.model": "./work/no-such-model"})')
-    assert failed.returncode != 0 and "no-such-model" in failed.stdout + failed.stderr
-    assert (project / "metrics" / "train" / "sft.json").read_bytes() == sft_metrics
+    failed = parts["failed"]
+    assert "no-such-model" in failed, failed[-4000:]
+    before, after = [line for line in failed.splitlines() if line.startswith("sft.json ")]
+    assert before == after
     assert (project / "work" / "train" / "sft" / "adapter_config.json").is_file()
-    resumed = run_pipeline(project, 'pipeline(stages=["sft", "grpo"])')
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-4000:]
-    assert "sft: cached" in log and "grpo: done" in log
+    assert "sft: cached" in parts["resumed"] and "grpo: done" in parts["resumed"], parts["resumed"][-4000:]
     assert (project / "work" / "train" / "grpo" / "adapter_config.json").is_file()

@@ -40,11 +40,16 @@ def _path(given: Path | None, params: Params, key: str, option: str) -> Path:
     return job_path(given, params, "data_job", key, option)
 
 
-def _cards(params: Params, cards: Path | None) -> Path:
-    return _path(cards, params, "cards", "--cards")
+def _cards(params: Params, cards: Path | None, out: Path) -> Path:
+    """The dataset card folder: --cards, else params data_job.cards, else ``cards/`` beside the command's output
+    (a data command runs anywhere, params.yaml's project or not)."""
+    if cards is not None:
+        return cards
+    return Path(params.data_job.cards) if params.data_job is not None else out.parent / "cards"
 
 
-CardsOpt = Annotated[Path | None, typer.Option(help="dataset card folder (default: params data_job.cards)")]
+CardsOpt = Annotated[Path | None, typer.Option(help="dataset card folder (default: params data_job.cards, or "
+                                                    "cards/ beside the output outside a project)")]
 
 
 @data_app.command()
@@ -79,7 +84,7 @@ def augment(
     target = _path(out_path, p, "windows", "--out")
     from rearank_core.stages.data import augment_stage
 
-    stats = augment_stage(sources, target, cfg, p.tracking, _cards(p, cards))
+    stats = augment_stage(sources, target, cfg, p.tracking, _cards(p, cards, target))
     err.print(f"{stats.kept} windows kept of {stats.drawn} drawn ({stats.dropped_no_relevant} without a relevant "
               f"passage, {stats.dropped_low_ndcg} below nDCG@10 {cfg.min_ndcg:g}) from {stats.queries} queries; "
               f"written to {target}")
@@ -110,7 +115,7 @@ def teacher(
     source, target = _path(windows, p, "windows", "--windows"), _path(out_path, p, "teacher", "--out")
     from rearank_core.stages.data import teacher_stage
 
-    stats = teacher_stage(source, target, cfg, p.tracking, _cards(p, cards), show_progress=not quiet)
+    stats = teacher_stage(source, target, cfg, p.tracking, _cards(p, cards, target), show_progress=not quiet)
     cost = f", cost {stats.cost:g}" if stats.cost is not None else ""
     err.print(f"teacher {stats.teacher}: {stats.windows} windows ({stats.resumed} resumed), statuses "
               f"{dict(stats.status)}; tokens {stats.prompt_tokens} prompt, {stats.completion_tokens} completion"
@@ -137,7 +142,7 @@ def filter_(
     source, target = _path(teacher_path, p, "teacher", "--teacher"), _path(out_path, p, "filtered", "--out")
     from rearank_core.stages.data import filter_stage
 
-    stats = filter_stage(source, target, cfg, p.tracking, _cards(p, cards), windows=windows)
+    stats = filter_stage(source, target, cfg, p.tracking, _cards(p, cards, target), windows=windows)
     err.print(f"kept {stats.kept} of {stats.records} teacher records (alpha {cfg.alpha:g}); written to {target}")
 
 
@@ -158,9 +163,9 @@ def build(
     answers = None if teacher_path == Path("none") else _path(teacher_path, p, "filtered", "--teacher")
     from rearank_core.stages.data import build_stage
 
-    built = build_stage(_path(windows, p, "windows", "--windows"), _path(sft, p, "sft", "--sft"),
-                        _path(grpo, p, "grpo", "--grpo"), p.data, p.tracking, _cards(p, cards), p.rerank.model_cache,
-                        teacher=answers)
+    sft_out = _path(sft, p, "sft", "--sft")
+    built = build_stage(_path(windows, p, "windows", "--windows"), sft_out, _path(grpo, p, "grpo", "--grpo"), p.data,
+                        p.tracking, _cards(p, cards, sft_out), p.rerank.model_cache, teacher=answers)
     err.print(f"{built['sft']['records']} SFT records, {built['grpo']['records']} GRPO records")
 
 

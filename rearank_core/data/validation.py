@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from rearank_core.data.leakage import normalise_query
+from rearank_core.data.leakage import EvalQueries
 from rearank_core.errors import InputError
 from rearank_core.io.files import atomic_write, iter_lines, write_json
 from rearank_core.io.training_data import (
@@ -39,7 +39,7 @@ from rearank_core.io.training_data import (
 )
 from rearank_core.records import Messages
 
-__all__ = ["Failure", "ValidationReport", "normalise_query", "validate_file"]
+__all__ = ["Failure", "ValidationReport", "validate_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,14 @@ class ValidationReport:
 class _Derive:
     """What the derived columns need beyond the record: the evaluation sets and the token counter."""
 
-    eval_qids: Mapping[str, str]
-    eval_texts: Mapping[str, str]  # keys normalised
+    evals: EvalQueries
+    namespaces: Mapping[str, str | None]  # source name -> its id namespace
     count_tokens: CountTokens | None
 
-    def eval_set(self, qid: str, query: str | None = None) -> str | None:
-        if qid in self.eval_qids:
-            return self.eval_qids[qid]
-        return self.eval_texts.get(normalise_query(query)) if query is not None else None
+    def eval_set(self, record_id: str, qid: str, query: str | None = None) -> str | None:
+        """The evaluation set the record's query is in; its source is the first part of its id."""
+        leak = self.evals.find(qid, query, self.namespaces.get(record_id.split("/", 1)[0]))
+        return leak.eval_set if leak else None
 
     def tokens(self, prompt: Messages) -> int | None:
         return self.count_tokens(prompt) if self.count_tokens else None
@@ -154,13 +154,13 @@ def _answer_ids(answer: str) -> list[int]:
 def _derive_windows(r: WindowRecord, d: _Derive) -> dict[str, Any]:
     return {"n_docids": len(r.docids), "n_passages": len(r.passages), "n_labels": len(r.labels),
             "docids_unique": len(set(r.docids)) == len(r.docids), "labels_in_range": _labels_in_range(r.labels),
-            "has_relevant": any(label > 0 for label in r.labels), "eval_set": d.eval_set(r.qid, r.query)}
+            "has_relevant": any(label > 0 for label in r.labels), "eval_set": d.eval_set(r.id, r.qid, r.query)}
 
 
 def _derive_teacher(r: TeacherRecord, d: _Derive) -> dict[str, Any]:
     return {"n_final": len(r.final), "final_is_permutation": _is_permutation(r.final, len(r.final)),
             "n_relevant": len(r.relevant), "relevant_within_window": set(r.relevant) <= set(r.final),
-            "eval_set": d.eval_set(r.qid)}
+            "eval_set": d.eval_set(r.id, r.qid)}
 
 
 def _derive_sft(r: SFTRecord, d: _Derive) -> dict[str, Any]:
@@ -169,7 +169,7 @@ def _derive_sft(r: SFTRecord, d: _Derive) -> dict[str, Any]:
     return {"n_messages": len(r.messages), "turns_ok": _turns_ok(r.messages),
             "last_role": r.messages[-1].get("role", "") if r.messages else "", "answer": answer,
             "n_passages": n_passages, "answer_is_permutation": _is_permutation(_answer_ids(answer), n_passages),
-            "prompt_tokens": d.tokens(prompt), "eval_set": d.eval_set(r.qid)}
+            "prompt_tokens": d.tokens(prompt), "eval_set": d.eval_set(r.id, r.qid)}
 
 
 def _derive_grpo(r: GRPORecord, d: _Derive) -> dict[str, Any]:
@@ -178,7 +178,7 @@ def _derive_grpo(r: GRPORecord, d: _Derive) -> dict[str, Any]:
             "has_relevant": any(label > 0 for label in r.labels), "gold_is_permutation": _is_permutation(r.gold, n),
             "n_relevant": len(r.relevant), "relevant_within_window": all(1 <= i <= n for i in r.relevant),
             "n_passages": _count_passages(r.prompt), "prompt_tokens": d.tokens(r.prompt),
-            "eval_set": d.eval_set(r.qid)}
+            "eval_set": d.eval_set(r.id, r.qid)}
 
 
 _DERIVE: dict[str, Callable[[Any, _Derive], dict[str, Any]]] = {
@@ -348,14 +348,15 @@ def _write(report: ValidationReport, report_dir: Path) -> None:
 
 
 def validate_file(path: str | Path, kind: str, *, max_prompt_tokens: int | None = None,
-                  count_tokens: CountTokens | None = None, eval_qids: Mapping[str, str] | None = None,
-                  eval_texts: Mapping[str, str] | None = None,
+                  count_tokens: CountTokens | None = None, evals: EvalQueries | None = None,
+                  namespaces: Mapping[str, str | None] | None = None,
                   report_dir: str | Path | None = None) -> ValidationReport:
     """Run the ``kind`` suite over a JSONL file of training records and report each failed expectation with the
     lines and ids of its offending rows.
 
-    ``eval_qids`` (qid -> evaluation set) and ``eval_texts`` (query text -> evaluation set; windows only, matched
-    after ``normalise_query``) name the queries that must not be trained on. ``max_prompt_tokens`` (sft and grpo)
+    ``evals`` names the queries that must not be trained on (``leakage.EvalQueries``: by normalised text, windows
+    only, as the other kinds hold no query text; by id where the record's source, the first part of its id, has the
+    evaluation set's id namespace in ``namespaces``). ``max_prompt_tokens`` (sft and grpo)
     needs ``count_tokens``. With ``report_dir``: ``summary.txt``, ``report.json`` and ``data_docs/index.html``.
     A file that cannot be read as ``kind`` records is an InputError naming its file, line and field."""
     if kind not in KINDS:
@@ -365,7 +366,7 @@ def validate_file(path: str | Path, kind: str, *, max_prompt_tokens: int | None 
         raise InputError("max_prompt_tokens needs a token counter (the model's tokenizer)", path)
     records = read_records(path, RECORD_TYPES[kind])
     lines = [number for number, _ in iter_lines(path)]  # the lines read_records parsed, one per record
-    derive = _Derive(eval_qids or {}, {normalise_query(t): s for t, s in (eval_texts or {}).items()}, count_tokens)
+    derive = _Derive(evals or EvalQueries({}, {}), namespaces or {}, count_tokens)
     frame = _frame(records, lines, lambda r: _DERIVE[kind](r, derive))
     expectations = _expectations(kind, max_prompt_tokens)
     out = Path(report_dir).resolve() if report_dir is not None else None  # GX needs an absolute site folder

@@ -62,7 +62,7 @@ def augment_stage(sources: tuple[DataSource, ...], out: str | Path, cfg: DataCon
     loaded = []
     for source in sources:
         requests = read_candidates(source.candidates)
-        check_leakage(requests, source.candidates, evals, cfg.eval_sets)
+        check_leakage(requests, source.candidates, evals, cfg.eval_sets, source.id_namespace)
         loaded.append((source, requests, read_any_qrels(source.qrels)))
     stats = AugmentStats()
     windows: list[WindowRecord] = []
@@ -144,7 +144,8 @@ def validate_stage(path: str | Path, kind: str, cfg: DataConfig, tracking: Track
             return len(hf_chat_ids(tokenizer, [messages])[0])
 
     report = validate_file(path, kind, max_prompt_tokens=cfg.max_prompt_tokens if count else None,
-                           count_tokens=count, eval_qids=evals.by_qid, eval_texts=evals.by_text,
+                           count_tokens=count, evals=evals,
+                           namespaces={s.name: s.id_namespace for s in cfg.sources},
                            report_dir=report_dir)
     with stage_run(tracking, f"data-validate-{kind}") as tracked:
         tracked.params({"file": str(path), "kind": kind, "max_prompt_tokens": cfg.max_prompt_tokens})
