@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -62,7 +63,14 @@ def test_register_tags_the_version_and_a_rerun_registers_nothing_new(tiny_dir: P
                                                                      store: TrackingConfig) -> None:
     cfg = RegistryConfig(name="tiny-reranker")
     path = report(tmp_path / "report.json", 0.61)
-    state = register_stage(tiny_dir, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path}, tmp_path / "state.json")
+    trained = tmp_path / "train" / "grpo"  # a training folder: the model, its checkpoints and the trainer's state
+    shutil.copytree(tiny_dir, trained)
+    (trained / "checkpoint-1").mkdir()
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "model.safetensors"):
+        (trained / "checkpoint-1" / name).write_bytes(b"training state")
+    (trained / "training_args.bin").write_bytes(b"trainer arguments")
+    (trained / "rearank-job.txt").write_text("job fingerprint")
+    state = register_stage(trained, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path}, tmp_path / "state.json")
     assert state["aliases"] == {"candidate": "1"}
     assert json.loads((tmp_path / "state.json").read_text())["aliases"] == {"candidate": "1"}
     version = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version("tiny-reranker", "1")
@@ -75,7 +83,16 @@ def test_register_tags_the_version_and_a_rerun_registers_nothing_new(tiny_dir: P
     assert len(tags["git_commit"].removesuffix("-dirty")) == 40 or tags["git_commit"] == "unknown"
     run = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(version.run_id)
     assert run.data.tags["rearank.stage"] == "register" and run.data.metrics["ndcg_at_10_dl19"] == 0.61
-    again = register_stage(tiny_dir, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path})
+    # The version holds the model, not the training folder: no checkpoint, no optimizer state, no trainer files.
+    stored = Path(mlflow.artifacts.download_artifacts("models:/tiny-reranker/1", dst_path=str(tmp_path / "stored")))
+    files = {p.name for p in (stored / "artifacts" / "model").iterdir()}
+    assert files == {p.name for p in tiny_dir.iterdir()}, files
+    assert not [p for p in stored.rglob("*") if "checkpoint" in p.name or p.name in ("optimizer.pt",
+                                                                                      "training_args.bin")]
+    assert not list(trained.parent.glob(".grpo.register-*"))  # the staging folder is gone
+    (trained / "checkpoint-2").mkdir()  # a new checkpoint is not a new model: the rerun registers nothing new
+    (trained / "checkpoint-2" / "optimizer.pt").write_bytes(b"more training state")
+    again = register_stage(trained, path, cfg, SETTINGS, store, "profiles/x.yaml", {"sft": path})
     assert [v["version"] for v in again["versions"]] == ["1"]
 
 

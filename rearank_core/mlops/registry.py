@@ -10,8 +10,10 @@ half way leaves the aliases (and the history) as they were."""
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,30 @@ def find_version(mlflow_client: Any, name: str, fingerprint: str) -> Any | None:
     except MlflowException:
         return None
     return next((v for v in versions if (v.tags or {}).get(FINGERPRINT_TAG) == fingerprint), None)
+
+
+# What loads a model (Hugging Face and peft conventions): weights, configs, tokenizer, chat template, the model card.
+# A training folder also holds checkpoint-*/ (optimizer state included), training_args.bin and the job marker:
+# none of that is the model, and at 7B the checkpoints are ~100 GB a version.
+MODEL_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json",
+               "adapter_model.bin", "config.json", "generation_config.json", "adapter_config.json", "tokenizer*",
+               "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model", "chat_template.*",
+               "README.md")
+
+
+def stage_model(model_dir: Path, dest: Path) -> Path:
+    """``dest`` holding exactly the files of ``model_dir`` that load the model (``MODEL_FILES``, top level only),
+    hard-linked where the file system allows (no copy of the weights), else copied."""
+    dest.mkdir(parents=True)
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in MODEL_FILES):
+            try:
+                os.link(path, dest / path.name)
+            except OSError:
+                shutil.copy2(path, dest / path.name)
+    if not any(dest.glob("*.safetensors")) and not any(dest.glob("*.bin")):
+        raise InputError("no model weights (*.safetensors or *.bin) in the model folder", model_dir, field="model")
+    return dest
 
 
 def register(mlflow_module: Any, model_dir: str | Path, name: str, settings: dict[str, Any], tags: dict[str, str],

@@ -1,6 +1,7 @@
 """Registry stages: register a trained reranker with its evaluation, promote it through the gate, roll back.
 
-``register_stage`` logs the model folder as an MLflow pyfunc model in a ``register`` run and registers it with
+``register_stage`` logs the model (the files that load it, not the training folder's checkpoints:
+``registry.stage_model``) as an MLflow pyfunc model in a ``register`` run and registers it with
 what a reviewer needs to trust it: the base model, the git commit, the DVC hashes of the training data, the
 params profile, and its metrics per dataset (``ndcg_at_10_dl19``, ``format_valid_dl19``, ...); a dataset the
 suite could not evaluate is tagged with the reason, never with a number. Registering the same model files with
@@ -12,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ def file_md5(path: Path) -> str:
 
 
 def fingerprint(model_dir: Path, report: Path) -> str:
-    """SHA-256 over the model's files (names and bytes) and the evaluation report."""
+    """SHA-256 over the model's files (names and bytes: the staged files that load it) and the evaluation
+    report."""
     digest = hashlib.sha256()
     hash_path(digest, model_dir)
     hash_path(digest, report)
@@ -99,7 +102,18 @@ def register_stage(model_dir: str | Path, report_path: str | Path, cfg: Registry
         raise InputError(f"unreadable evaluation report ({exc})", report_path) from None
     if not isinstance(report.get("datasets"), dict):
         raise InputError("not an evaluate-model report: no 'datasets' object", report_path, field="datasets")
-    key = fingerprint(model_dir, report_path)
+    with tempfile.TemporaryDirectory(prefix=f".{model_dir.name}.register-", dir=model_dir.parent) as staging:
+        staged = registry.stage_model(model_dir, Path(staging) / "model")
+        result = _register(staged, model_dir, report_path, report, cfg, rerank, tracking, profile, data_files)
+    if state_out is not None:
+        write_json(state_out, result)
+    return result
+
+
+def _register(staged: Path, model_dir: Path, report_path: Path, report: dict[str, Any], cfg: RegistryConfig,
+              rerank: RerankConfig, tracking: TrackingConfig, profile: str,
+              data_files: dict[str, str | Path] | None) -> dict[str, Any]:
+    key = fingerprint(staged, report_path)
     tags = {"base_model": adapter_base(model_dir) if is_adapter(model_dir) else str(model_dir),
             "model_format": "lora-adapter" if is_adapter(model_dir) else "full", "git_commit": git_commit(),
             "profile": profile, "suite": str(report.get("suite", "")), "evaluated_as": str(report.get("label", "")),
@@ -119,13 +133,10 @@ def register_stage(model_dir: str | Path, report_path: str | Path, cfg: Registry
                              and not v.startswith("not evaluated")})
             tracked.tags({f"rearank.{k}": v for k, v in tags.items() if not k.startswith(("ndcg_", "format_valid_",
                                                                                           "bm25_", "recall_", "mrr_"))})
-            registry.register(mlflow, model_dir, cfg.name, model_settings(rerank), tags, key, _requirements())
+            registry.register(mlflow, staged, cfg.name, model_settings(rerank), tags, key, _requirements())
     else:
         client.set_registered_model_alias(cfg.name, registry.CANDIDATE, existing.version)
-    result = registry.state(client, cfg.name)
-    if state_out is not None:
-        write_json(state_out, result)
-    return result
+    return registry.state(client, cfg.name)
 
 
 def promote_stage(cfg: RegistryConfig, tracking: TrackingConfig, version: str | None = None,
