@@ -36,6 +36,7 @@ from rearank_core.io.requests import read_candidates
 from rearank_core.prompts import load_template
 from rearank_core.training.export import export_adapter
 from rearank_core.training.grpo import run_grpo
+from rearank_core.training.rollout import end_with_eos
 from rearank_core.training.sft import run_sft
 
 DL21 = DATA / "msmarco" / "dl21"
@@ -164,6 +165,14 @@ def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
     base = GRPOTrainConfig(model=str(tiny_dir), max_steps=1, num_generations=2, max_completion_length=8,
                            learning_rate=1e-3, save_steps=1, limit=2)
     return replace(base, **knobs)
+
+
+def test_rollout_rows_that_stopped_at_the_answer_end_with_eos() -> None:
+    """TRL counts a row not ending in EOS as cut by the length limit (completions/clipped_ratio): a row the engine
+    stopped at </answer> gets the EOS the model's own end of turn is; a row cut at the limit stays as it is."""
+    eos = 2
+    outputs = [([5, 6], "stop"), ([5, eos], "stop"), ([5] * 8, "length"), ([5] * 8, "stop"), ([], "stop")]
+    assert end_with_eos(outputs, eos, 8) == [[5, 6, eos], [5, eos], [5] * 8, [5] * 8, [eos]]
 
 
 @pytest.mark.integration

@@ -49,6 +49,15 @@ def engine_rollout(tokenizer: Any, max_completion_length: int, sampling: Samplin
             outputs = decoder.generate(prompt_ids, max_completion_length)
         finally:
             model.train(training)
-        return {"prompt_ids": prompt_ids, "completion_ids": [ids for ids, _ in outputs], "logprobs": None}
+        return {"prompt_ids": prompt_ids, "completion_ids": end_with_eos(outputs, tokenizer.eos_token_id,
+                                                                         max_completion_length), "logprobs": None}
 
     return rollout
+
+
+def end_with_eos(outputs: list[tuple[list[int], str]], eos_id: int, max_completion_length: int) -> list[list[int]]:
+    """Each row's ids, with EOS appended to a row that stopped at ``</answer>`` (reason "stop") without one: the
+    model's own end of turn, as TRL's generation ends a row, so TRL counts as truncated (``completions/clipped_ratio``,
+    ``mask_truncated_completions``) only the rows the length limit cut, and the policy learns to end there."""
+    return [ids + [eos_id] if reason == "stop" and (not ids or ids[-1] != eos_id) and len(ids) < max_completion_length
+            else ids for ids, reason in outputs]
