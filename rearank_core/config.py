@@ -674,6 +674,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
+# The rerank settings that shape a model's prompts and answers, which a registered version carries as what it was
+# evaluated with; not where or how fast it runs (backend, batch size, cache folder are the server's business).
+MODEL_SETTINGS = ("prompt", "window", "step", "top_k", "max_new_tokens", "truncate_unit", "truncate_length")
+
+
+def model_settings(cfg: RerankConfig) -> dict[str, Any]:
+    return {name: getattr(cfg, name) for name in MODEL_SETTINGS}
+
+
 def override(cfg: T, section_name: str, **values: Any) -> T:
     """A copy of ``cfg`` with the given (non-None) values, each checked as on load; an error names the
     command-line option. Checking here, before any model loads, makes ``--top-k -3`` fail at once."""

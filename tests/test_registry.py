@@ -18,12 +18,16 @@ import pytest
 import requests
 import yaml
 from conftest import BIN, DL19_CANDIDATES
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from rearank_core.cli import app as cli
-from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig
+from rearank_core.cli.options import rerank_config
+from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig, load_params
 from rearank_core.errors import InputError
 from rearank_core.mlops import registry
+from rearank_core.rerank import Reranker
+from rearank_core.serving import create_app
 from rearank_core.stages.registry import (
     promote_stage,
     register_stage,
@@ -173,6 +177,9 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["registry"] = {"name": "cli-reranker"}
     params["rerank"].update(model_cache=str(model_cache))
+    local = tmp_path / "local.yaml"  # what another machine's params.yaml says: not what the model was evaluated with
+    local.write_text(yaml.safe_dump(params, sort_keys=False))
+    params["rerank"].update(window=3, step=1, max_new_tokens=4)  # what it was evaluated (and registered) with
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The default store, as a user has it: no MLFLOW_TRACKING_URI, params.yaml's tracking.uri null (mlruns/ here).
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "NO_COLOR": "1", "COLUMNS": "160"}
@@ -201,12 +208,28 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     missing = rearank("registry", "register", "--model", str(tmp_path / "nowhere"), "--report", str(tmp_path / "r.json"))
     assert missing.returncode == 2 and "nowhere" in missing.stderr
 
-    run = tmp_path / "champion.trec"
-    done = rearank("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model",
-                   "models:/cli-reranker@champion", "--limit", "1", "--top-k", "6", "--window", "3", "--step", "3",
-                   "--max-new-tokens", "4", "--no-track", "-q")
-    assert done.returncode == 0, done.stderr[-2000:]
+    # The champion runs with the settings it was evaluated with (window 3, step 1: 4 windows over a top-6), not
+    # with the local params.yaml's (window 10, step 5: 1 window); an option still wins, and says so.
+    run, summary = tmp_path / "champion.trec", tmp_path / "summary.json"
+    uri = "models:/cli-reranker@champion"
+    common = ("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model", uri, "--limit", "1",
+              "--top-k", "6", "--summary-out", str(summary), "--no-track")
+    done = CliRunner().invoke(cli, [*common, "--params", str(local)], env={"NO_COLOR": "1", "COLUMNS": "160"})
+    assert done.exit_code == 0, done.stderr[-2000:]
     assert len(run.read_text().splitlines()) == 100  # the query's whole list, its top-6 reranked
+    assert json.loads(summary.read_text())["windows"] == 4
+    done = CliRunner().invoke(cli, [*common, "--window", "6", "--params", str(local)],
+                              env={"NO_COLOR": "1", "COLUMNS": "160"})
+    assert done.exit_code == 0 and json.loads(summary.read_text())["windows"] == 1, done.stderr[-2000:]
+    assert f"{uri} was evaluated with window 3; running it with --window 6 as asked" in done.stderr
+    served = Reranker(rerank_config(load_params(local).rerank, model=uri))
+    with TestClient(create_app(served, model_name=uri)) as api:
+        health = api.get("/health").json()
+        assert health["settings"] == {"prompt": "rearank", "window": 3, "step": 1, "top_k": params["rerank"]["top_k"],
+                                      "max_new_tokens": 4, "truncate_unit": params["rerank"]["truncate_unit"],
+                                      "truncate_length": params["rerank"]["truncate_length"]}
+        answer = api.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]}).json()
+        assert answer["meta"]["settings"] == health["settings"] and answer["meta"]["windows"] == 2
     unknown = rearank("rerank", "--candidates", str(DL19_CANDIDATES), "--run", str(run), "--model",
                       "models:/cli-reranker@nobody", "--limit", "1", "--no-track", "-q")
     assert unknown.returncode == 2 and "models:/cli-reranker@nobody" in unknown.stderr

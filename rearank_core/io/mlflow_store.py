@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -68,6 +69,22 @@ def reranker_folder(model_dir: Path) -> Path:
 
 def download_registered_model(uri: str, cache_dir: Path) -> Path:
     """The local folder of the reranker a registry URI names (downloaded on first use)."""
+    return reranker_folder(download_registered_version(uri, cache_dir))
+
+
+def registered_settings(uri: str, cache_dir: Path) -> dict[str, Any]:
+    """The rerank settings the version a registry URI names was registered with: what it was evaluated with (its
+    pyfunc's ``model_config``; empty for a model registered without them)."""
+    mlmodel = download_registered_version(uri, cache_dir) / "MLmodel"
+    try:
+        flavor = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))["flavors"]["python_function"]
+    except (OSError, KeyError, TypeError) as exc:
+        raise InputError(f"not a rearank reranker model ({exc})", mlmodel) from None
+    return dict(flavor.get("config") or {})  # where MLflow keeps log_model's model_config (pyfunc.MODEL_CONFIG)
+
+
+def download_registered_version(uri: str, cache_dir: Path) -> Path:
+    """The local folder of the whole pyfunc model a registry URI names (downloaded once per version)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
@@ -96,4 +113,4 @@ def download_registered_model(uri: str, cache_dir: Path) -> Path:
             local.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return reranker_folder(target)
+    return target

@@ -18,10 +18,6 @@ from rearank_core.config import RerankConfig, validated
 from rearank_core.rerank import Reranker
 from rearank_core.rerank.documents import rerank_documents
 
-# What the registered model carries from the rerank config: the settings that shape its prompts and answers,
-# not where or how fast it runs (backend, batch size, cache folder are the server's business).
-MODEL_SETTINGS = ("prompt", "window", "step", "top_k", "max_new_tokens", "truncate_unit", "truncate_length")
-
 
 class RerankInput(pydantic.BaseModel):
     """One query to rerank (MLflow validates each row against this type hint before ``predict`` runs)."""
@@ -38,10 +34,6 @@ class RankedResult(pydantic.BaseModel):
 
 class RerankOutput(pydantic.BaseModel):
     results: list[RankedResult]
-
-
-def model_settings(cfg: RerankConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in MODEL_SETTINGS}
 
 
 class RerankerModel(mlflow.pyfunc.PythonModel):

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from rearank_core.config import model_settings
 from rearank_core.errors import BackendError
 from rearank_core.rerank import Reranker
 from rearank_core.serving.batcher import Batcher, BatcherClosed, Ranked
@@ -97,6 +98,7 @@ def create_app(reranker: Reranker, *, model_name: str, api_key: str | None = Non
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     batcher = Batcher(reranker, max_batch_queries)
+    settings = model_settings(reranker.config)  # what shapes the answers: /health and each response's meta say it
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +132,7 @@ def create_app(reranker: Reranker, *, model_name: str, api_key: str | None = Non
         """``ok`` while the reranker's worker runs (503 otherwise); ``batcher``: calls made vs requests served."""
         running = batcher.running
         body = {"status": "ok" if running else "stopped", "model": model_name, "backend": reranker.backend.name,
-                "batcher": batcher.stats()}
+                "settings": settings, "batcher": batcher.stats()}
         return JSONResponse(body, 200 if running else 503)
 
     refusals: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 413, 422, 502, 503)}
@@ -146,7 +148,8 @@ def create_app(reranker: Reranker, *, model_name: str, api_key: str | None = Non
                                 **({"document": DocumentText(text=body.documents[i])} if body.return_documents else {}))
                    for i, score in ranked.ranking.scored(body.top_n)]
         meta = RerankMeta(windows=ranked.ranking.windows, format_valid_rate=ranked.ranking.format_valid_rate,
-                          batch_queries=ranked.batch_queries, latency_s=round(time.perf_counter() - started, 4))
+                          batch_queries=ranked.batch_queries, latency_s=round(time.perf_counter() - started, 4),
+                          settings=settings)
         return RerankResponse(id=uuid.uuid4().hex, model=model_name, results=results, meta=meta)
 
     return app

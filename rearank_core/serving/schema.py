@@ -56,6 +56,8 @@ class RerankMeta(BaseModel):
                                                         "repaired); null when no window ran")
     batch_queries: int = Field(description="requests reranked in the same model call, this one included")
     latency_s: float = Field(description="seconds from arrival to answer, queueing included")
+    settings: dict[str, Any] = Field(description="the rerank settings the model runs with (prompt, window, step, "
+                                                 "top_k, max_new_tokens, truncation): a registered model's own")
 
 
 class RerankResponse(BaseModel):

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rearank_core.backends.adapters import adapter_base, is_adapter
-from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig
+from rearank_core.config import RegistryConfig, RerankConfig, TrackingConfig, model_settings
 from rearank_core.errors import InputError
 from rearank_core.io.files import hash_path, write_json
 from rearank_core.mlops import registry
-from rearank_core.mlops.pyfunc import model_settings
 from rearank_core.mlops.tracking import metric_key, stage_run, tracking_uri
 
 # Installed with the model's pip requirements; serving also needs this package (rearank) itself.
