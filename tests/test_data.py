@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import DATA, DL19
+import yaml
+from conftest import DATA, DL19, ROOT
 from typer.testing import CliRunner
 
 from rearank_core.cli import app as cli
@@ -160,7 +161,8 @@ def test_gold_teacher_ranks_by_qrels_and_says_so() -> None:
 
 class TeacherServer(ThreadingHTTPServer):
     """A Chat Completions server on 127.0.0.1 for teacher prompts; ``answer(n, index)`` gives the reply text for
-    a window of n passages (None: HTTP 503), ``delay_s`` slows every reply."""
+    a window of n passages (None: HTTP 503; a text without ``</answer>`` is cut off by the token limit),
+    ``delay_s`` slows every reply; ``seen`` counts the requests per window (by its first passage)."""
 
     daemon_threads = True
 
@@ -195,7 +197,7 @@ class _TeacherHandler(BaseHTTPRequestHandler):
             return
         data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                        "finish_reason": "stop"}],
+                                        "finish_reason": "stop" if "</answer>" in text else "length"}],
                            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -258,18 +260,20 @@ def test_model_teacher_records_answers_and_the_reasons_for_none(serve, tmp_path:
 def test_a_server_that_dies_half_way_loses_nothing_and_the_rerun_resumes(serve, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    dying = serve(lambda n, index: good(n, index) if index < 6 else None)
+    back = threading.Event()  # the server answers 503 after its sixth answer until it is back
+    server = serve(lambda n, index: good(n, index) if index < 6 or back.is_set() else None)
     out = tmp_path / "teacher.jsonl"
-    first = distill(small_windows(), out, teacher_cfg(dying))
+    first = distill(small_windows(), out, teacher_cfg(server))
     assert first.status == {"ok": 6, "failed": 6}
     failed = [r for r in read_records(out, TeacherRecord) if r.status == "failed"]
     assert all("503" in r.error for r in failed)
     done_before = {r.id for r in read_records(out, TeacherRecord) if r.status == "ok"}
 
-    alive = serve(good)
-    second = distill(small_windows(), out, teacher_cfg(alive))
+    back.set()
+    sent = sum(server.seen.values())
+    second = distill(small_windows(), out, teacher_cfg(server))
     assert second.resumed == 6 and second.status == {"ok": 12}
-    assert sum(alive.seen.values()) == 6  # only the failed windows were sent again
+    assert sum(server.seen.values()) - sent == 6  # only the failed windows were sent again
     records = read_records(out, TeacherRecord)
     assert len(records) == len({r.id for r in records}) == 12 and done_before < {r.id for r in records}
 
@@ -386,6 +390,33 @@ def test_cli_validate_fails_naming_the_planted_rows(tmp_path: Path, root: Path) 
     path.write_text("".join(json.dumps(w) + "\n" for w in windows))
     assert rearank("data", "validate", path, "--kind", "windows", "--params", root / "params.yaml", "-q",
                    tmp_path=tmp_path).returncode == 0
+
+
+def test_a_rerun_resends_exactly_the_windows_a_prompt_or_token_limit_change_affects(
+        serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same request is never paid twice; another one always is. Window 1's first answer is cut off by the
+    token limit: a higher limit resends that window alone; another prompt template resends every window."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    cut_off = "<think>passage 2 answers it, and then passage"
+    server = serve(lambda n, index: cut_off if index == 1 else good(n, index))
+    out, windows = tmp_path / "teacher.jsonl", small_windows(4)
+    cfg = replace(teacher_cfg(server), concurrency=1, max_new_tokens=100)  # one at a time: window i is request i
+    first = distill(windows, out, cfg)
+    assert first.status == {"ok": 3, "malformed": 1} and sum(server.seen.values()) == 4
+    cut = {r.id: r for r in read_records(out, TeacherRecord)}["s/q1/000"]
+    assert (cut.finish_reason, cut.max_new_tokens) == ("length", 100)
+
+    assert distill(windows, out, cfg).resumed == 4 and sum(server.seen.values()) == 4  # the same request: kept
+    raised = distill(windows, out, replace(cfg, max_new_tokens=400))
+    assert raised.resumed == 3 and raised.status == {"ok": 4}
+    assert sum(server.seen.values()) == 5 and server.seen["w1 passage 0"] == 2  # only the cut-off window again
+
+    template = yaml.safe_load((ROOT / "rearank_core" / "prompts" / "teacher.yaml").read_text())
+    template["name"] = "teacher-terse"
+    template["system"] = template["system"] + " Be terse."
+    (tmp_path / "terse.yaml").write_text(yaml.safe_dump(template))
+    reworded = distill(windows, out, replace(cfg, max_new_tokens=400, prompt=str(tmp_path / "terse.yaml")))
+    assert reworded.resumed == 0 and sum(server.seen.values()) == 9  # every window, asked another way
 
 
 def test_a_resumed_run_reuses_records_only_for_the_same_window_and_teacher(serve, tmp_path: Path,

@@ -10,13 +10,18 @@ Two teachers:
 Model answers are journalled as they finish (``<out>.partial.jsonl``, one flushed line each): a crash,
 ``kill -9``, Ctrl-C or a dead server loses no finished record, and the same command resumes from the journal
 and from an earlier output, retrying only the windows whose call failed. A record is reused only for the same
-window (same id, query and passages: ``window_sha``) and the same teacher. The output is written atomically, in
-window order, once every window has a record, and the journal is then removed."""
+request: the same window (id, query and passages: ``window_sha``) asked the same way (``request_fingerprint``:
+the rendered prompt, so the template and the truncation, the teacher model, its server and the reasoning-model
+switch). The token limit is kept beside it: an answer the limit cut off is asked again when the limit changes,
+one that ended by itself is kept (raising a limit to rescue the cut answers resends only those). The output is
+written atomically, in window order, once every window has a record, and the journal is then removed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -39,7 +44,8 @@ from rearank_core.io.training_data import (
     read_records,
 )
 from rearank_core.progress import progress_bar
-from rearank_core.prompts import PromptTemplate, Tokenizer, load_template, render
+from rearank_core.prompts import PromptTemplate, load_template, render
+from rearank_core.records import Messages
 from rearank_core.prompts.parsing import OK, identifiers, parse_window
 
 log = logging.getLogger(__name__)
@@ -80,7 +86,23 @@ def gold_rationale(query: str, passages: list[str], final: list[int]) -> str:
     return "\n".join(lines)
 
 
-def parse_teacher(window: WindowRecord, completion: Completion, teacher: str) -> TeacherRecord:
+def request_fingerprint(prompt: Messages, cfg: TeacherConfig) -> str:
+    """SHA-256 of what makes a teacher's answer, but its token limit: the rendered prompt (template, window,
+    truncation), the model, the server it is asked on (``base_url``, else OPENAI_BASE_URL) and how it is asked."""
+    asked = {"prompt": prompt, "model": cfg.model, "base_url": cfg.base_url or os.environ.get("OPENAI_BASE_URL"),
+             "reasoning_model": cfg.reasoning_model}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def reusable(record: TeacherRecord, window_sha: str, request_sha: str, teacher: str, max_new_tokens: int) -> bool:
+    """Whether a finished record answers this very request (see the module docstring)."""
+    return (record.status != TEACHER_FAILED and record.teacher == teacher and record.window_sha == window_sha
+            and record.request_sha == request_sha
+            and not (record.finish_reason == "length" and record.max_new_tokens != max_new_tokens))
+
+
+def parse_teacher(window: WindowRecord, completion: Completion, teacher: str, request_sha: str = "",
+                  max_new_tokens: int = 0) -> TeacherRecord:
     """A teacher completion as a record: ok only with a clean permutation and a non-empty relevant set."""
     n = len(window.docids)
     parsed = parse_window(completion.text, n, "think_answer", completion.finish_reason)
@@ -102,14 +124,16 @@ def parse_teacher(window: WindowRecord, completion: Completion, teacher: str) ->
                          final=[p + 1 for p in parsed.order] if status != TEACHER_MALFORMED else [],
                          relevant=relevant if status == TEACHER_OK else [], completion=completion.text,
                          prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                         latency_s=round(completion.latency_s, 4), error=error)
+                         latency_s=round(completion.latency_s, 4), error=error, request_sha=request_sha,
+                         finish_reason=completion.finish_reason, max_new_tokens=max_new_tokens)
 
 
-def failed(window: WindowRecord, teacher: str, exc: BackendError) -> TeacherRecord:
+def failed(window: WindowRecord, teacher: str, exc: BackendError, request_sha: str = "",
+           max_new_tokens: int = 0) -> TeacherRecord:
     return TeacherRecord(id=window.id, qid=window.qid, window_sha=window.sha(), teacher=teacher,
                          status=TEACHER_FAILED, reasoning="",
                          final=[], relevant=[], completion="", prompt_tokens=0, completion_tokens=0,
-                         latency_s=0.0, error=str(exc))
+                         latency_s=0.0, error=str(exc), request_sha=request_sha, max_new_tokens=max_new_tokens)
 
 
 @dataclass
@@ -195,24 +219,25 @@ def _distill_with_model(windows: list[WindowRecord], out: str | Path, cfg: Teach
     journal.parent.mkdir(parents=True, exist_ok=True)
     earlier = {r.id: r for r in read_records(out, TeacherRecord)} if Path(out).is_file() else {}
     earlier.update(read_journal(journal))
-    shas = {w.id: w.sha() for w in windows}
-    done = {i: r for i, r in earlier.items()
-            if r.status != TEACHER_FAILED and r.teacher == stats.teacher and r.window_sha == shas.get(i)}
-    stats.resumed = sum(1 for w in windows if w.id in done)
+    prompts = {w.id: render(template, w.query, w.passages, cut) for w in windows}
+    asked = {w.id: request_fingerprint(prompts[w.id], cfg) for w in windows}
+    done = {w.id: earlier[w.id] for w in windows if w.id in earlier and reusable(
+        earlier[w.id], w.sha(), asked[w.id], stats.teacher, cfg.max_new_tokens)}
+    stats.resumed = len(done)
     todo = [w for w in windows if w.id not in done]
     log.info("teacher %s: %d windows, %d already done, %d to send", cfg.model, len(windows), stats.resumed, len(todo))
     with open(journal, "a", encoding="utf-8") as sink, \
             progress_bar("teacher", total=len(windows), unit="windows", enabled=show_progress) as bar:
         bar.update(stats.resumed)
-        for record in _ask(backend, template, todo, cfg.max_new_tokens, stats.teacher, cut):
+        for record in _ask(backend, prompts, asked, todo, cfg.max_new_tokens, stats.teacher):
             _append(sink, record)
             done[record.id] = record
             bar.update()
     return [done[w.id] for w in windows]
 
 
-def _ask(backend: Backend, template: PromptTemplate, windows: list[WindowRecord], max_new_tokens: int, teacher: str,
-         cut: Tokenizer | None) -> Iterator[TeacherRecord]:
+def _ask(backend: Backend, prompts: dict[str, Messages], asked: dict[str, str], windows: list[WindowRecord],
+         max_new_tokens: int, teacher: str) -> Iterator[TeacherRecord]:
     """Records as their calls finish, ``backend.max_parallel_calls`` calls in flight."""
     pending = iter(windows)
     in_flight: dict[Future, WindowRecord] = {}
@@ -223,8 +248,7 @@ def _ask(backend: Backend, template: PromptTemplate, windows: list[WindowRecord]
                     window = next(pending, None)
                     if window is None:
                         break
-                    prompt = render(template, window.query, window.passages, cut)
-                    in_flight[pool.submit(backend.complete, [prompt], max_new_tokens)] = window
+                    in_flight[pool.submit(backend.complete, [prompts[window.id]], max_new_tokens)] = window
                 if not in_flight:
                     return
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -233,9 +257,9 @@ def _ask(backend: Backend, template: PromptTemplate, windows: list[WindowRecord]
                     try:
                         (completion,) = future.result()
                     except BackendError as exc:
-                        yield failed(window, teacher, exc)
+                        yield failed(window, teacher, exc, asked[window.id], max_new_tokens)
                         continue
-                    yield parse_teacher(window, completion, teacher)
+                    yield parse_teacher(window, completion, teacher, asked[window.id], max_new_tokens)
         except BaseException:
             for future in in_flight:
                 future.cancel()

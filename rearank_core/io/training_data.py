@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
@@ -64,6 +64,11 @@ class TeacherRecord:
     completion_tokens: int
     latency_s: float
     error: str  # why there is no answer ("" when status is ok)
+    # What the answer was asked with (teacher.request_fingerprint): a resumed run reuses a record only when equal.
+    # Empty for gold records and for records written before the field existed (those are asked again).
+    request_sha: str = ""
+    finish_reason: str = ""  # the server's: "length" when the token limit cut the answer
+    max_new_tokens: int = 0  # the limit it was asked with: a cut answer is asked again under another limit
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,13 +120,16 @@ def read_records(path: str | Path, cls: type[T]) -> list[T]:
     file, the line and the field (deeper rules are the validation gate's)."""
     hints = get_type_hints(cls, localns={"Messages": Messages})
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    optional = {f.name for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
     records = []
     for number, obj in iter_jsonl(path):
         for name in names:
             if name not in obj:
+                if name in optional:
+                    continue
                 raise InputError("missing", path, number, name)
             if not _check(obj[name], hints[name]):
                 raise InputError(f"expected {getattr(hints[name], '__name__', str(hints[name]))}, got "
                                  f"{type(obj[name]).__name__}", path, number, name)
-        records.append(cls(**{name: obj[name] for name in names}))
+        records.append(cls(**{name: obj[name] for name in names if name in obj}))
     return records
