@@ -32,6 +32,18 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 
+# The longest modules (minutes each: servers, flows, training), longest first. `.ci/run` runs the suite on two
+# pytest-xdist workers, a module to a worker (--dist loadfile, in collection order): started first, the long
+# modules run beside each other and the short ones fill in, so both workers end together.
+LONGEST_FIRST = ("test_topology.py", "test_pipeline.py", "test_memory.py", "test_mlops_pipeline.py",
+                 "test_deployments.py", "test_supervise.py", "test_registry.py", "test_dvc.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's own order stays
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
