@@ -392,6 +392,10 @@ class RegistryConfig:
     margin: float = knob(0.0, "the candidate must reach the champion's metric plus this margin", min=-1, max=1)
     min_format_valid: float | None = knob(None, "also required: the candidate's format-valid rate on the gate's "
                                                 "dataset; null: no such requirement", min=0, max=1)
+    min_queries: int = knob(1, "also required: the candidate evaluated on at least this many queries of the gate's "
+                               "dataset", min=1)
+    allow_missing_champion_metric: bool = knob(False, "promote over a champion that has no gate metric (off: such a "
+                                                      "champion is kept, the gate fails closed)")
 
 
 @dataclass

@@ -41,7 +41,7 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
     params["train_job"]["untrained"] = str(tiny_dir)
     params["suite"].update(name="tiny", bright_root=str(tmp_path / "no-bright-here"))
     params["suites"] = [{"name": "tiny", "datasets": [DL19, BRIGHT]}]
-    params["registry"]["name"] = "tiny-reranker"
+    params["registry"].update(name="tiny-reranker", min_queries=2)  # the tiny suite evaluates 2 DL19 queries
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "commit", "-qam", "tiny profile"], cwd=project, check=True)

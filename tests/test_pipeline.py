@@ -174,6 +174,7 @@ def test_the_whole_dag_by_dvc_then_the_training_data_and_training_flows(tmp_path
     params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
     params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
     params["train_job"]["untrained"] = str(tiny_dir)
+    params["registry"]["min_queries"] = 2
     suite = params["suite"]["name"]  # the pipeline's suite, cut to 2 DL19 queries
     params["suites"] = [{"name": suite, "datasets": [{"name": "dl19", "candidates": "data/msmarco/dl19/"
                                                       "rank_llm_BM25_retrieve_results_dl19.json",

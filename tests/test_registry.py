@@ -38,14 +38,14 @@ from rearank_core.stages.registry import (
 SETTINGS = RerankConfig(window=3, step=2, max_new_tokens=8, truncate_unit="words", truncate_length=20)
 
 
-def report(path: Path, dl19: float | None, format_valid: float = 1.0) -> Path:
-    """An evaluate-model report with the given nDCG@10 on dl19 (None: dl19 not evaluated) and a BRIGHT domain
-    that could not be evaluated."""
+def report(path: Path, dl19: float | None, format_valid: float = 1.0, suite: str = "tiny", queries: int = 3) -> Path:
+    """An evaluate-model report with the given nDCG@10 on dl19 (None: dl19 not evaluated) from ``queries`` queries
+    of ``suite``, and a BRIGHT domain that could not be evaluated."""
     datasets: dict = {"bright_biology": {"status": "not evaluated", "reason": "BRIGHT documents not found"}}
     if dl19 is not None:
-        datasets["dl19"] = {"queries": 3, "top_k": 10, "format_valid_rate": format_valid, "windows": 6,
+        datasets["dl19"] = {"queries": queries, "top_k": 10, "format_valid_rate": format_valid, "windows": 6,
                             "bm25": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": dl19, "recall@10": 0.2}}
-    path.write_text(json.dumps({"label": "trained", "suite": "tiny", "datasets": datasets}))
+    path.write_text(json.dumps({"label": "trained", "suite": suite, "datasets": datasets}))
     return path
 
 
@@ -57,10 +57,11 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackingConfig:
 
 
 def register(tiny_dir: Path, tmp_path: Path, tracking: TrackingConfig, dl19: float | None, cfg: RegistryConfig,
-             format_valid: float = 1.0) -> str:
-    path = report(tmp_path / f"report-{dl19}-{format_valid}.json", dl19, format_valid)
+             format_valid: float = 1.0, suite: str = "tiny", queries: int = 3) -> str:
+    path = report(tmp_path / f"report-{dl19}-{format_valid}-{suite}-{queries}.json", dl19, format_valid, suite, queries)
     state = register_stage(tiny_dir, path, cfg, SETTINGS, tracking, "params.yaml", {"sft": path})
-    return state["aliases"]["candidate"]
+    assert state["registered"] == state["aliases"]["candidate"]
+    return state["registered"]
 
 
 def test_register_tags_the_version_and_a_rerun_registers_nothing_new(tiny_dir: Path, tmp_path: Path,
@@ -140,6 +141,35 @@ def test_gate_refuses_what_was_not_evaluated_or_writes_no_answers(tiny_dir: Path
     assert registry_state(cfg, store)["aliases"].get("champion") is None
 
 
+def test_gate_compares_like_with_like_and_fails_closed(tiny_dir: Path, tmp_path: Path, store: TrackingConfig) -> None:
+    cfg = RegistryConfig(name="fair", min_queries=3)
+    assert not promote_stage(cfg, store, register(tiny_dir, tmp_path, store, 0.9, cfg, queries=2)).moved
+    champion = register(tiny_dir, tmp_path, store, 0.5, cfg)
+    assert promote_stage(cfg, store, champion).moved
+    other_suite = register(tiny_dir, tmp_path, store, 0.9, cfg, suite="embedded", queries=43)
+    decision = promote_stage(cfg, store, other_suite)
+    assert not decision.moved and decision.reason == (
+        f"not comparable: v{other_suite}'s ndcg_at_10_dl19 is from suite embedded (43 queries, top-10), "
+        f"champion v{champion}'s from suite tiny (3 queries, top-10)")
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert json.loads(client.get_model_version("fair", other_suite).tags[registry.GATE_TAG])["reason"] == decision.reason
+    # A champion without the gate metric is kept unless the profile says otherwise.
+    blind = RegistryConfig(name="blind", min_queries=1)
+    unmeasured = register(tiny_dir, tmp_path, store, 0.5, blind)
+    client.set_model_version_tag("blind", unmeasured, "ndcg_at_10_dl19", "not evaluated: lost")
+    client.set_registered_model_alias("blind", "champion", unmeasured)
+    better = register(tiny_dir, tmp_path, store, 0.7, blind, suite="other")
+    refused = promote_stage(blind, store, better)
+    assert not refused.moved and f"champion v{unmeasured} has no ndcg_at_10_dl19" in refused.reason
+    allowed = promote_stage(RegistryConfig(name="blind", allow_missing_champion_metric=True), store, better)
+    assert allowed.moved and allowed.champion_after == better
+    # An unknown version or model is one line, not a traceback.
+    with pytest.raises(InputError, match="registered model 'fair' has no version 999"):
+        promote_stage(cfg, store, "999")
+    with pytest.raises(InputError, match="no registered model 'nobody'"):
+        rollback_stage(RegistryConfig(name="nobody"), store)
+
+
 def test_a_promotion_that_fails_half_way_leaves_the_aliases_as_they_were(tiny_dir: Path, tmp_path: Path,
                                                                           store: TrackingConfig,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,6 +235,9 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     assert "champion" in done.stdout and "0.55" in done.stdout
     refused = rearank("registry", "rollback")
     assert refused.returncode == 2 and "no earlier champion" in refused.stderr
+    unknown = rearank("registry", "promote", "--version", "999")
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
+        "error: field '--version': registered model 'cli-reranker' has no version 999"], unknown.stderr
     missing = rearank("registry", "register", "--model", str(tmp_path / "nowhere"), "--report", str(tmp_path / "r.json"))
     assert missing.returncode == 2 and "nowhere" in missing.stderr
 

@@ -22,7 +22,11 @@ import yaml
 from conftest import BIN
 from test_mlops_pipeline import STAGES, tiny_project
 from test_pipeline import project_env
+from test_registry import SETTINGS, report
 from topology import INFRA_BIN, ROOT, Postgres, Service, free_port, wait_for
+
+from rearank_core.config import RegistryConfig, TrackingConfig
+from rearank_core.stages.registry import promote_stage, register_stage
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 MODEL = "tiny-reranker"  # tiny_project's registry name
@@ -274,6 +278,47 @@ def test_a_worker_killed_in_the_middle_of_training(topology: Topology) -> None:
     assert len(versions()) <= registered + 1
     assert json.loads((project / "metrics" / "train" / "sft.json").read_text())["steps"] == 3
     print(f"worker SIGKILLed during {training}: marked Crashed after {detected:.0f} s; the rerun completed")
+
+
+def test_two_promotions_at_once_keep_one_history(topology: Topology, tiny_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pipelines promote the versions they registered at the same moment, through the shared MLflow server
+    (PostgreSQL behind it): the promotion lock runs them one after the other, so the second decides against the
+    first's outcome, each version carries its decision and the champion history loses neither."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, topology.client_env[key])
+    cfg, tracking = RegistryConfig(name="race-reranker"), TrackingConfig()
+
+    def registered(ndcg: float) -> str:
+        path = report(tmp_path / f"{ndcg}.json", ndcg)
+        return register_stage(tiny_dir, path, cfg, SETTINGS, tracking, "params.yaml")["registered"]
+
+    first = registered(0.5)
+    assert promote_stage(cfg, tracking, first).moved
+    second, third = registered(0.6), registered(0.7)
+    promotions = [subprocess.Popen([str(BIN / "rearank"), "registry", "promote", "--name", "race-reranker", "--version",
+                                    version, "-q"], cwd=topology.project, env=topology.client_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for version in (second, third)]
+    for promotion in promotions:
+        _, err = promotion.communicate(timeout=300)
+        assert promotion.returncode == 0, err[-2000:]
+    def decision(version: str) -> dict[str, Any]:
+        tags = topology.mlflow_call("GET", "model-versions/get", params={"name": "race-reranker", "version": version})[
+            "model_version"]["tags"]
+        return json.loads(next(t["value"] for t in tags if t["key"] == "rearank.gate"))
+
+    gate = {version: decision(version) for version in (second, third)}
+    model = topology.mlflow_call("GET", "registered-models/get", params={"name": "race-reranker"})["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model["aliases"]}
+    history = json.loads(next(t["value"] for t in model["tags"] if t["key"] == "rearank.champion_history"))
+    assert aliases["champion"] == third  # 0.7 wins whichever ran first
+    if gate[second]["moved"]:  # 0.6 first: promoted over v1, then 0.7 over it
+        assert gate[third]["champion_before"] == second and history == [first, second]
+    else:  # 0.7 first: 0.6 is then refused against it
+        assert gate[second]["champion_before"] == third and history == [first]
+    locks = topology.mlflow_call("GET", "registered-models/search", params={"filter": "name LIKE '%promotion-lock%'"})
+    assert not locks.get("registered_models"), locks
 
 
 def test_no_secret_is_stored_or_logged(topology: Topology) -> None:

@@ -19,6 +19,7 @@ from rearank_core.cli.common import (
     user_errors,
 )
 from rearank_core.config import RegistryConfig, field_help, override
+from rearank_core.errors import InputError
 
 registry_app = typer.Typer(help="The MLflow model registry: register, promote through the gate, roll back.",
                            no_args_is_help=True)
@@ -72,6 +73,8 @@ def register(
 @user_errors
 def promote(
     version: Annotated[str | None, typer.Option(help="the version to promote (default: the 'candidate')")] = None,
+    registered: Annotated[Path | None, typer.Option(help="promote the version a `registry register --state-out` "
+                                                         "file names (what the pipeline does)")] = None,
     name: NameOpt = None,
     margin: Annotated[float | None, typer.Option(help=R["margin"])] = None,
     state_out: StateOpt = None,
@@ -81,9 +84,11 @@ def promote(
     """Move 'champion' to the candidate if it passes the gate (metric, dataset and margin from params.yaml)."""
     p = start(params, quiet)
     cfg = override(p.registry, "registry", name=name, margin=margin)
-    from rearank_core.stages.registry import promote_stage
+    from rearank_core.stages.registry import promote_stage, registered_version
 
-    decision = promote_stage(cfg, p.tracking, version, state_out)
+    if version is not None and registered is not None:
+        raise InputError("give --version or --registered, not both", field="--registered")
+    decision = promote_stage(cfg, p.tracking, registered_version(registered) if registered else version, state_out)
     verdict = "promoted" if decision.moved else "refused"
     out.print(f"{verdict} version {decision.version}: {decision.reason}; champion: "
               f"{decision.champion_after or 'none'}")

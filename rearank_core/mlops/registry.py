@@ -1,19 +1,27 @@
 """The MLflow model registry: register a reranker with its metrics, move ``champion`` through a gate, roll back.
 
 Every registered version gets alias ``candidate``. ``champion`` moves only through ``promote``, whose decision
-(promoted or refused, and why) is recorded on the candidate version as tags and in its description. Earlier
-champions are kept, newest last, in the registered model's tag ``rearank.champion_history`` so ``rollback``
-can restore the previous one. Each change of ``champion`` is a single alias call made after everything it
-depends on is written, and a failure of that call restores the history tag: a promotion or rollback that fails
-half way leaves the aliases (and the history) as they were."""
+(promoted or refused, and why) is recorded on the version as tags and in its description. Earlier champions are
+kept, newest last, in the registered model's tag ``rearank.champion_history`` so ``rollback`` can restore the
+previous one. Each change of ``champion`` is a single alias call made after the history is written, and a
+failure of that call restores the history tag: a promotion or rollback that fails half way leaves the aliases (and
+the history) as they were; the decision is recorded once the alias has moved.
+
+Promotions and rollbacks of one registered model run one at a time, wherever they run (``promotion_lock``): two
+pipelines sharing an MLflow server each promote the version they registered, and neither decision is lost."""
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
 import json
+import logging
 import os
 import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,10 @@ CHAMPION = "champion"
 HISTORY_TAG = "rearank.champion_history"
 GATE_TAG = "rearank.gate"
 FINGERPRINT_TAG = "rearank.fingerprint"
+LOCK_SUFFIX = ".promotion-lock"
+STALE_LOCK_S = 600  # a lock older than this was left by a holder that died: it is broken
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,12 @@ def _float_tag(version: Any, key: str) -> float | None:
 
 
 def _history(mlflow_client: Any, name: str) -> list[str]:
-    raw = mlflow_client.get_registered_model(name).tags.get(HISTORY_TAG)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        raw = mlflow_client.get_registered_model(name).tags.get(HISTORY_TAG)
+    except MlflowException:
+        raise InputError(f"no registered model {name!r} in the tracking store", field="registry.name") from None
     return list(json.loads(raw)) if raw else []
 
 
@@ -135,6 +152,60 @@ def register(mlflow_module: Any, model_dir: str | Path, name: str, settings: dic
     return registry.get_model_version(name, version)
 
 
+@contextmanager
+def promotion_lock(mlflow_client: Any, name: str, wait_s: float = 300.0) -> Iterator[None]:
+    """Hold the promotion lock of ``name`` across every client of the same MLflow server. MLflow offers no
+    compare-and-set on tags, but creating a registered model is atomic on its server (the name is unique in its
+    database), so the lock is a registered model ``<name>.promotion-lock``: created to take it, deleted to release
+    it. A holder waits (backing off) up to ``wait_s``; a lock older than STALE_LOCK_S is broken, as its holder died
+    without releasing it."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    deadline, pause = time.monotonic() + wait_s, 0.1
+    while True:
+        try:
+            mlflow_client.create_registered_model(lock, description=f"held by {socket.gethostname()} pid {os.getpid()}")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            age = time.time() - mlflow_client.get_registered_model(lock).creation_timestamp / 1000
+        except MlflowException:
+            continue  # released in between: take it now
+        if age > STALE_LOCK_S:
+            log.warning("breaking %s: held for %.0f s by a promotion that never released it", lock, age)
+            mlflow_client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise InputError(f"registered model {name!r}: another promotion has held {lock} for {age:.0f} s; "
+                             "try again when it ends", field="registry.name")
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+    try:
+        yield
+    finally:
+        mlflow_client.delete_registered_model(lock)
+
+
+def _version(mlflow_client: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, version)
+    except MlflowException:
+        raise InputError(f"registered model {name!r} has no version {version}", field="--version") from None
+
+
+def evaluation(version: Any, dataset: str) -> tuple[str | None, int | None, int | None]:
+    """The suite, query count and first-stage top-k that produced a version's metrics on ``dataset``."""
+    tags = version.tags or {}
+    queries, top_k = tags.get(f"queries_{dataset}"), tags.get(f"top_k_{dataset}")
+    return (tags.get("suite"), int(queries) if queries and queries.isdigit() else None,
+            int(top_k) if top_k and top_k.isdigit() else None)
+
+
 def _record(mlflow_client: Any, name: str, decision: Decision) -> None:
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     mlflow_client.set_model_version_tag(name, decision.version, GATE_TAG, json.dumps({**decision.to_dict(), "at": stamp}))
@@ -152,22 +223,41 @@ def _move_champion(mlflow_client: Any, name: str, version: str, history: list[st
 
 
 def promote(mlflow_client: Any, cfg: RegistryConfig, version: str | None = None) -> Decision:
-    """Move ``champion`` to ``version`` (default: the ``candidate``) if it passes the gate: its metric on the
-    gate's dataset at least the champion's plus ``margin`` (and its format-valid rate at least
-    ``min_format_valid`` when set). A version without the metric never passes: it is not computed, not zero."""
+    """Move ``champion`` to ``version`` (default: the ``candidate``) if it passes the gate, under the model's
+    promotion lock. The gate: the metric on the gate's dataset, from at least ``min_queries`` queries (and a
+    format-valid rate of at least ``min_format_valid`` when set), at least the champion's plus ``margin``, measured
+    the same way (suite, query count, top-k): numbers from different evaluations are not compared. A candidate
+    without the metric never passes (not computed is not zero); a champion without it is kept unless
+    ``allow_missing_champion_metric``."""
     name = cfg.name
-    candidate = mlflow_client.get_model_version(name, version) if version else _alias(mlflow_client, name, CANDIDATE)
-    if candidate is None:
-        raise InputError(f"registered model {name!r} has no '{CANDIDATE}' version to promote", field="registry.name")
-    champion = _alias(mlflow_client, name, CHAMPION)
+    with promotion_lock(mlflow_client, name):
+        candidate = _version(mlflow_client, name, version) if version else _alias(mlflow_client, name, CANDIDATE)
+        if candidate is None:
+            raise InputError(f"registered model {name!r} has no '{CANDIDATE}' version to promote",
+                             field="registry.name")
+        champion = _alias(mlflow_client, name, CHAMPION)
+        decision = _gate(cfg, candidate, champion)
+        if decision.moved:
+            previous = _history(mlflow_client, name)
+            before = decision.champion_before
+            _move_champion(mlflow_client, name, decision.version, previous + [before] if before else previous, previous)
+        _record(mlflow_client, name, decision)
+    return decision
+
+
+def _gate(cfg: RegistryConfig, candidate: Any, champion: Any | None) -> Decision:
     version = str(candidate.version)
     before = str(champion.version) if champion else None
     key = gate_metric(cfg)
     value = _float_tag(candidate, key)
     held = _float_tag(champion, key) if champion else None
     format_valid = _float_tag(candidate, f"format_valid_{cfg.dataset}")
+    measured = evaluation(candidate, cfg.dataset)
     if value is None:
         moved, reason = False, f"version {version} has no {key} (not evaluated on {cfg.dataset})"
+    elif measured[1] is None or measured[1] < cfg.min_queries:
+        moved, reason = False, (f"version {version}'s {key} comes from {measured[1] or 'an unknown number of'} "
+                                f"queries, fewer than registry.min_queries {cfg.min_queries}")
     elif cfg.min_format_valid is not None and (format_valid is None or format_valid < cfg.min_format_valid):
         moved, reason = False, (f"format-valid rate on {cfg.dataset} {format_valid} is below the required "
                                 f"{cfg.min_format_valid}")
@@ -176,32 +266,37 @@ def promote(mlflow_client: Any, cfg: RegistryConfig, version: str | None = None)
     elif before == version:
         moved, reason = False, f"version {version} is already the champion"
     elif held is None:
-        moved, reason = True, f"champion v{before} has no {key}; {key} = {value:.4f}"
+        moved = cfg.allow_missing_champion_metric
+        reason = (f"champion v{before} has no {key}; "
+                  + (f"{key} = {value:.4f} (registry.allow_missing_champion_metric)" if moved else
+                     "nothing to compare against, so it stays (registry.allow_missing_champion_metric: true "
+                     "promotes anyway)"))
+    elif evaluation(champion, cfg.dataset) != measured:
+        theirs = evaluation(champion, cfg.dataset)
+        moved, reason = False, (f"not comparable: v{version}'s {key} is from suite {measured[0]} ({measured[1]} "
+                                f"queries, top-{measured[2]}), champion v{before}'s from suite {theirs[0]} "
+                                f"({theirs[1]} queries, top-{theirs[2]})")
     elif value >= held + cfg.margin:
         moved, reason = True, f"{key} {value:.4f} >= champion v{before}'s {held:.4f} + margin {cfg.margin}"
     else:
         moved, reason = False, f"{key} {value:.4f} < champion v{before}'s {held:.4f} + margin {cfg.margin}"
-    decision = Decision("promote", moved, version, before, version if moved else before, reason,
-                        key, value, held)
-    _record(mlflow_client, name, decision)
-    if moved:
-        previous = _history(mlflow_client, name)
-        _move_champion(mlflow_client, name, version, previous + [before] if before else previous, previous)
-    return decision
+    return Decision("promote", moved, version, before, version if moved else before, reason, key, value, held)
 
 
 def rollback(mlflow_client: Any, cfg: RegistryConfig) -> Decision:
-    """Give ``champion`` back to the version it had before the last promotion."""
+    """Give ``champion`` back to the version it had before the last promotion (under the promotion lock)."""
     name = cfg.name
-    previous = _history(mlflow_client, name)
-    champion = _alias(mlflow_client, name, CHAMPION)
-    if not previous or champion is None:
-        raise InputError(f"registered model {name!r} has no earlier champion to roll back to", field="registry.name")
-    restored, current = str(previous[-1]), str(champion.version)
-    decision = Decision("rollback", True, current, current, restored,
-                        f"champion returned to v{restored}", gate_metric(cfg))
-    _record(mlflow_client, name, decision)
-    _move_champion(mlflow_client, name, restored, previous[:-1], previous)
+    with promotion_lock(mlflow_client, name):
+        previous = _history(mlflow_client, name)
+        champion = _alias(mlflow_client, name, CHAMPION)
+        if not previous or champion is None:
+            raise InputError(f"registered model {name!r} has no earlier champion to roll back to",
+                             field="registry.name")
+        restored, current = str(previous[-1]), str(champion.version)
+        decision = Decision("rollback", True, current, current, restored,
+                            f"champion returned to v{restored}", gate_metric(cfg))
+        _move_champion(mlflow_client, name, restored, previous[:-1], previous)
+        _record(mlflow_client, name, decision)
     return decision
 
 
@@ -212,7 +307,7 @@ def state(mlflow_client: Any, name: str, metric_prefixes: tuple[str, ...] = ("nd
     try:
         model = mlflow_client.get_registered_model(name)
     except MlflowException:
-        return {"name": name, "versions": [], "aliases": {}, "champion_history": []}
+        raise InputError(f"no registered model {name!r} in the tracking store", field="registry.name") from None
     versions = sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
     rows = []

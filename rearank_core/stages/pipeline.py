@@ -18,7 +18,7 @@ from rearank_core.stages.data import (
 )
 from rearank_core.stages.evaluate import evaluate_stage
 from rearank_core.stages.evaluate_model import evaluate_model_stage
-from rearank_core.stages.registry import promote_stage, register_stage
+from rearank_core.stages.registry import promote_stage, register_stage, registered_version
 from rearank_core.stages.train import train_grpo_stage, train_sft_stage
 
 
@@ -49,7 +49,9 @@ def _register(params: Params) -> dict[str, Any]:
 
 
 def _promote(params: Params) -> dict[str, Any]:
-    decision = promote_stage(params.registry, params.tracking, state_out=params.job("train_job").promoted)
+    job = params.job("train_job")
+    decision = promote_stage(params.registry, params.tracking, registered_version(job.registered),
+                             state_out=job.promoted)
     return decision.to_dict()
 
 

@@ -67,6 +67,7 @@ def report_tags(report: dict[str, Any]) -> dict[str, str]:
             continue
         for metric, value in row["reranked"].items():
             tags[f"{metric_key(metric)}_{name}"] = f"{value:.6f}"
+        tags[f"queries_{name}"], tags[f"top_k_{name}"] = str(row.get("queries", "")), str(row.get("top_k", ""))
         if "ndcg@10" in row.get("bm25", {}):
             tags[f"bm25_ndcg_at_10_{name}"] = f"{row['bm25']['ndcg@10']:.6f}"
         if row.get("format_valid_rate") is not None:
@@ -88,7 +89,8 @@ def register_stage(model_dir: str | Path, report_path: str | Path, cfg: Registry
                    tracking: TrackingConfig, profile: str, data_files: dict[str, str | Path] | None = None,
                    state_out: str | Path | None = None) -> dict[str, Any]:
     """Register ``model_dir`` (evaluated in ``report_path``) as a version of ``cfg.name`` with alias
-    ``candidate``; returns the registry's state (also written to ``state_out``)."""
+    ``candidate``; returns the registry's state with ``registered``, the version this call registered (or found
+    registered from the same files and evaluation), also written to ``state_out``: what ``promote`` promotes."""
     model_dir, report_path = Path(model_dir), Path(report_path)
     if not model_dir.is_dir():
         raise InputError("no such model folder", model_dir, field="model")
@@ -132,15 +134,26 @@ def _register(staged: Path, model_dir: Path, report_path: Path, report: dict[str
                              and not v.startswith("not evaluated")})
             tracked.tags({f"rearank.{k}": v for k, v in tags.items() if not k.startswith(("ndcg_", "format_valid_",
                                                                                           "bm25_", "recall_", "mrr_"))})
-            registry.register(mlflow, staged, cfg.name, model_settings(rerank), tags, key, _requirements())
+            registered = registry.register(mlflow, staged, cfg.name, model_settings(rerank), tags, key,
+                                           _requirements())
     else:
         client.set_registered_model_alias(cfg.name, registry.CANDIDATE, existing.version)
-    return registry.state(client, cfg.name)
+        registered = existing
+    return {**registry.state(client, cfg.name), "registered": str(registered.version)}
+
+
+def registered_version(state_file: str | Path) -> str:
+    """The version a register stage registered, from its state file."""
+    try:
+        return str(json.loads(Path(state_file).read_text(encoding="utf-8"))["registered"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not a register stage's state file ({exc})", state_file, field="registered") from None
 
 
 def promote_stage(cfg: RegistryConfig, tracking: TrackingConfig, version: str | None = None,
                   state_out: str | Path | None = None) -> registry.Decision:
-    """Run the gate on ``version`` (default: the candidate) in a ``promote`` MLflow run."""
+    """Run the gate on ``version`` (default: the candidate; the pipeline passes the version its register stage
+    registered, never "whatever is candidate now") in a ``promote`` MLflow run."""
     client = registry.client(tracking_uri(tracking))
     with stage_run(tracking, "promote") as tracked:
         decision = registry.promote(client, cfg, version)
