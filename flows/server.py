@@ -31,6 +31,7 @@ def _free_port() -> int:
 @contextmanager
 def temporary_server(timeout_s: float | None = None) -> Iterator[str | None]:
     """Yields the API URL of a server started for the block, or None when PREFECT_API_URL names one already."""
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     if get_current_settings().api.url:
@@ -63,7 +64,10 @@ def temporary_server(timeout_s: float | None = None) -> Iterator[str | None]:
                                    f"{home / 'server.log'}")
             time.sleep(0.5)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:  # the flow's last logs reach the server before it stops (else: "Error logging to API" at exit)
+                APILogWorker.drain_all(timeout=10)
     finally:
         server.terminate()
         try:

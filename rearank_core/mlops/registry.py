@@ -134,6 +134,13 @@ def stage_model(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def _pickle_notice(record: logging.LogRecord) -> bool:
+    """MLflow's notice that a ``python_model`` object is serialised with CloudPickle, left out: ours is a class of
+    this package, pickled by reference (loading imports it from the installed package), so there is nothing in it
+    for a user to act on."""
+    return not record.getMessage().startswith("Passing a Python object as `python_model` causes it to be serialized")
+
+
 def register(mlflow_module: Any, model_dir: str | Path, name: str, settings: dict[str, Any], tags: dict[str, str],
              fingerprint: str, pip_requirements: list[str]) -> Any:
     """Log ``model_dir`` as a pyfunc reranker in the active MLflow run, register it under ``name`` with ``tags``,
@@ -141,9 +148,14 @@ def register(mlflow_module: Any, model_dir: str | Path, name: str, settings: dic
     from rearank_core.mlops.pyfunc import RerankerModel
 
     # The signature comes from predict's type hints; no input example, which MLflow would run through the model.
-    info = mlflow_module.pyfunc.log_model(
-        name="reranker", python_model=RerankerModel(), artifacts={"model": str(model_dir)}, model_config=settings,
-        pip_requirements=pip_requirements, registered_model_name=name)
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(_pickle_notice)
+    try:
+        info = mlflow_module.pyfunc.log_model(
+            name="reranker", python_model=RerankerModel(), artifacts={"model": str(model_dir)}, model_config=settings,
+            pip_requirements=pip_requirements, registered_model_name=name)
+    finally:
+        pyfunc_log.removeFilter(_pickle_notice)
     registry = mlflow_module.MlflowClient()
     version = str(info.registered_model_version)
     for key, value in {**tags, FINGERPRINT_TAG: fingerprint}.items():
