@@ -35,7 +35,7 @@ from rearank_core.io.files import write_jsonl
 from rearank_core.io.requests import read_candidates
 from rearank_core.prompts import load_template
 from rearank_core.training.export import export_adapter
-from rearank_core.training.grpo import run_grpo
+from rearank_core.training.grpo import check_reference, run_grpo
 from rearank_core.training.rollout import end_with_eos
 from rearank_core.training.sft import run_sft
 
@@ -165,6 +165,23 @@ def grpo_config(tiny_dir: Path, **knobs: object) -> GRPOTrainConfig:
     base = GRPOTrainConfig(model=str(tiny_dir), max_steps=1, num_generations=2, max_completion_length=8,
                            learning_rate=1e-3, save_steps=1, limit=2)
     return replace(base, **knobs)
+
+
+def test_a_kl_term_toward_the_model_before_sft_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    """An SFT adapter trained further as a merged full model (lora false) with beta > 0: TRL would take the KL
+    reference from the base before SFT. Refused before anything loads; with lora true TRL copies the adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "sft-adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), LoraConfig(r=2, target_modules=["q_proj"])
+                   ).save_pretrained(adapter)
+    with pytest.raises(InputError, match="the KL reference would be its base model, before SFT") as refused:
+        check_reference(grpo_config(tiny_dir, model=str(adapter), lora=False, beta=0.01), tmp_path)
+    assert refused.value.field == "grpo.beta"
+    check_reference(grpo_config(tiny_dir, model=str(adapter), lora=True, beta=0.01), tmp_path)
+    check_reference(grpo_config(tiny_dir, model=str(adapter), lora=False, beta=0.0), tmp_path)
+    check_reference(grpo_config(tiny_dir, lora=False, beta=0.01), tmp_path)  # a full model is its own reference
 
 
 def test_rollout_rows_that_stopped_at_the_answer_end_with_eos() -> None:

@@ -18,8 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rearank_core.backends.adapters import is_adapter
+from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import Sampling
 from rearank_core.config import GRPOTrainConfig, RewardConfig
+from rearank_core.errors import InputError
 from rearank_core.io.training_data import GRPORecord
 from rearank_core.training.rewards import multiview_reward, rearank_reward
 from rearank_core.training.rollout import engine_rollout, use_engine
@@ -54,6 +57,18 @@ def reward_function(kind: str, weights: RewardConfig) -> Callable[..., list[floa
     return {"rearank": rearank, "multiview": multiview}[kind]
 
 
+def check_reference(cfg: GRPOTrainConfig, model_cache: str | Path) -> None:
+    """Refuse a KL term toward the wrong model. With ``lora: false`` an adapter given as ``grpo.model`` is merged
+    into its base for a full fine-tune, and TRL builds the reference for ``beta > 0`` from the loaded model's name,
+    the base before SFT: the KL would pull the policy back to the untrained model."""
+    path = local_model(cfg.model, Path(model_cache))
+    if cfg.beta > 0 and not cfg.lora and is_adapter(path):
+        raise InputError(f"grpo.beta {cfg.beta} with an adapter as grpo.model and grpo.lora false: the adapter is "
+                         "merged for a full fine-tune and the KL reference would be its base model, before SFT; set "
+                         "grpo.lora true (the reference is then the adapter's own starting point), grpo.beta 0, or "
+                         "give a merged model folder", field="grpo.beta")
+
+
 def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Path, output_dir: str | Path,
              model_cache: str | Path, report_to: list[str] | None = None) -> dict[str, Any]:
     """Train, resuming from the last checkpoint in ``output_dir`` if there is one; returns the run's figures."""
@@ -62,6 +77,7 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
     from trl import GRPOConfig, GRPOTrainer
 
     records = load_records(records_path, GRPORecord, cfg.limit)
+    check_reference(cfg, model_cache)
     model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
     args = GRPOConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
