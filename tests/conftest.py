@@ -96,7 +96,8 @@ QUERY = re.compile(r"Search Query: (.*?)\. \n")
 
 class RankingServer(ThreadingHTTPServer):
     """An OpenAI-compatible Chat Completions server on 127.0.0.1 answering REARANK-prompt windows: per query in
-    turn a good answer, one that needs repair, one cut off inside its reasoning (or 503 when ``fail``)."""
+    turn a good answer, one that needs repair, one cut off inside its reasoning (or 503 when ``fail``, or for
+    a query containing ``fail_on``)."""
 
     daemon_threads = True
 
@@ -105,6 +106,7 @@ class RankingServer(ThreadingHTTPServer):
         self.per_query: Counter = Counter()
         self.queries_seen: list[str] = []
         self.fail = False
+        self.fail_on: str | None = None  # 503 for a query containing this text
         self.sampling_keys: set[tuple[str, ...]] = set()  # which limit/temperature fields each request sent
         self.lock = threading.Lock()
 
@@ -117,12 +119,12 @@ class _RankingHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.server.fail:
+        last = body["messages"][-1]["content"]
+        query = QUERY.search(last).group(1)
+        if self.server.fail or (self.server.fail_on is not None and self.server.fail_on in query):
             self.send_response(503)
             self.end_headers()
             return
-        last = body["messages"][-1]["content"]
-        query = QUERY.search(last).group(1)
         num = int(re.search(r"Rank the (\d+) passages", last).group(1))
         with self.server.lock:
             self.server.sampling_keys.add(tuple(sorted(k for k in body if "tokens" in k or k == "temperature")))

@@ -161,6 +161,62 @@ def test_a_backend_failure_is_a_502_and_the_server_carries_on(openai_reranker: R
     assert recovered.status_code == 200, recovered.text
 
 
+def test_a_full_queue_refuses_with_503_and_loses_none_of_the_queued(openai_reranker: Reranker) -> None:
+    """Six requests at once against a queue of two behind a busy model: each is answered or refused with
+    Retry-After, never lost; the model answers every request it took."""
+    with serving(openai_reranker, max_queue=2, max_batch_queries=1) as (url, api):
+        batcher = api.state.batcher
+        arrived = lambda: sum(batcher.stats()[k] for k in ("in_call", "queued", "refused_queue_full"))  # noqa: E731
+        openai_reranker.backend = GatedBackend(openai_reranker.backend, lambda: arrived() >= 6)
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda i: post(url, {"query": f"question {i}", "documents": DOCS}), range(6)))
+        stats = httpx.get(f"{url}/health", timeout=10).json()["batcher"]
+    codes = sorted(r.status_code for r in responses)
+    refused = [r for r in responses if r.status_code == 503]
+    assert set(codes) == {200, 503} and codes.count(200) == stats["requests"] >= 2, codes
+    assert len(refused) == stats["refused_queue_full"] and stats["max_queue"] == 2
+    assert all(r.headers["Retry-After"] == "5" and "queued" in r.json()["message"] for r in refused)
+
+
+def test_a_request_that_fails_the_backend_fails_alone(openai_reranker: Reranker,
+                                                      ranking_server: RankingServer) -> None:
+    """Two requests reranked in one call, one of whose query the backend refuses: the call is retried request by
+    request, so only that one fails (502) and the other is answered."""
+    ranking_server.fail_on = "poison"
+    with serving(openai_reranker) as (url, api):
+        batcher = api.state.batcher  # a first request holds the model until the two others wait for its next call
+        openai_reranker.backend = GatedBackend(openai_reranker.backend, lambda: batcher.stats()["queued"] >= 2)
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(post, url, {"query": "a first question", "documents": DOCS})
+            time.sleep(0.2)
+            good, bad = pool.map(lambda q: post(url, {"query": q, "documents": DOCS}),
+                                 ["a good question", "a poison question"])
+            assert first.result().status_code == 200
+        stats = httpx.get(f"{url}/health", timeout=10).json()["batcher"]
+    assert good.status_code == 200 and good.json()["meta"]["batch_queries"] == 1, good.text
+    assert bad.status_code == 502 and "backend" in bad.json()["message"]
+    assert stats["retried_alone"] == 2 and stats["largest_call"] == 2, stats
+
+
+def test_a_request_past_its_timeout_is_a_504_and_dropped_unanswered(openai_reranker: Reranker) -> None:
+    started = time.monotonic()
+    with serving(openai_reranker, request_timeout_s=0.5) as (url, api):
+        batcher = api.state.batcher
+        openai_reranker.backend = GatedBackend(openai_reranker.backend, lambda: time.monotonic() > started + 2)
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post, url, {"query": "first", "documents": DOCS})
+            time.sleep(0.2)  # the first is in the model's call; the second waits in the queue
+            second = pool.submit(post, url, {"query": "second", "documents": DOCS})
+            responses = [first.result(), second.result()]
+        deadline = time.monotonic() + 10
+        while batcher.stats()["dropped"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = batcher.stats()
+    assert [r.status_code for r in responses] == [504, 504], [r.text for r in responses]
+    assert "request timeout of 0.5 s" in responses[1].json()["message"]
+    assert stats["dropped"] == 1 and stats["requests"] == 1  # the second never reached the model
+
+
 @pytest.fixture
 def guarded(openai_reranker: Reranker) -> Iterator[str]:
     """An API with a key and small limits: 5 documents, 100 characters each, 2000-byte bodies."""
@@ -237,6 +293,8 @@ def invoke(*args: str) -> Any:
 @pytest.mark.parametrize("args, option", [
     (["--window", "1"], "--window"),
     (["--max-documents", "0"], "--max-documents"),
+    (["--max-queue", "0"], "--max-queue"),
+    (["--request-timeout", "0"], "--request-timeout"),
     (["--port", "70000"], "port"),
     (["--backend", "nope"], "--backend"),
 ])

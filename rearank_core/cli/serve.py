@@ -54,6 +54,12 @@ def serve(
     max_document_chars: Annotated[int, typer.Option(help="longest document (and query) in characters")] = 100_000,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body in bytes (413 beyond)")] = 4_000_000,
     max_batch_queries: Annotated[int, typer.Option(help="most requests reranked together in one call")] = 32,
+    max_batch_windows: Annotated[int | None, typer.Option(help="most windows in one call (a larger request goes "
+                                                               "alone; default: no limit)")] = None,
+    max_queue: Annotated[int, typer.Option(help="most requests waiting for the model (503 with Retry-After "
+                                                "beyond)")] = 256,
+    request_timeout: Annotated[float | None, typer.Option(help="seconds a request may take, queueing included (504 "
+                                                               "beyond; default: no limit)")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="the model name responses carry (default: "
                                                                 "the model)")] = None,
     window: WindowOpt = None,
@@ -82,9 +88,12 @@ def serve(
                         truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
                         retries=retries, reasoning_model=reasoning_model)
     for option, value in (("--max-documents", max_documents), ("--max-document-chars", max_document_chars),
-                          ("--max-body-bytes", max_body_bytes), ("--max-batch-queries", max_batch_queries)):
-        if value < 1:
+                          ("--max-body-bytes", max_body_bytes), ("--max-batch-queries", max_batch_queries),
+                          ("--max-queue", max_queue), ("--max-batch-windows", max_batch_windows)):
+        if value is not None and value < 1:
             raise InputError(f"must be at least 1, got {value}", field=option)
+    if request_timeout is not None and request_timeout <= 0:
+        raise InputError(f"must be positive, got {request_timeout:g}", field="--request-timeout")
     if api_key is not None and not api_key.strip():
         raise InputError("must not be empty (unset REARANK_API_KEY to serve without a key)", field="--api-key")
     from rearank_core.rerank import Reranker
@@ -98,7 +107,9 @@ def serve(
         try:
             api = create_app(reranker, model_name=served_model_name or cfg.model, api_key=api_key,
                              max_documents=max_documents, max_body_bytes=max_body_bytes,
-                             max_document_chars=max_document_chars, max_batch_queries=max_batch_queries)
+                             max_document_chars=max_document_chars, max_batch_queries=max_batch_queries,
+                             max_queue=max_queue, max_batch_windows=max_batch_windows,
+                             request_timeout_s=request_timeout)
             if not api_key and not _is_loopback(host):
                 log.warning("listening on %s without an API key: anyone who reaches this port can use the model", host)
             err.print(f"serving {served_model_name or cfg.model} ({cfg.backend} backend) at {url_of(sock)}/v1/rerank"
