@@ -10,6 +10,8 @@ latency, throughput, how the server batched them (its /health counters) and its 
 Scenarios:
   embedded  the default reranker of params.yaml (the shipped LoRA adapter on SmolLM2-135M, transformers backend,
             window 10, at most 320 new tokens per window)
+  overload  the embedded reranker with `--max-queue Q` (--queue) under 2Q clients sending at once: the requests
+            beyond the queue are refused with 503 and Retry-After, none is lost, every one taken is answered
   openai    `--backend openai` against llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) serving
             the embedded model's GGUF file: the base SmolLM2-135M-Instruct, not the trained adapter; a real model
             behind real HTTP. Reported as not run, with the reason, when --llama-python cannot import llama_cpp.
@@ -24,8 +26,8 @@ completion of this Q4_1 file on such a machine here. Prefix the pip command with
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON
 -DGGML_AVX512_BF16=ON" (the instruction sets of that machine, less AMX).
 
-    .venv/bin/python bench/bench_serve.py [--scenario embedded openai] [--clients 50] [--requests 100]
-        [--documents 10] [--llama-python /tmp/llama/bin/python] [--llama-threads N]
+    .venv/bin/python bench/bench_serve.py [--scenario embedded overload openai] [--clients 50] [--requests 100]
+        [--documents 10] [--queue 8] [--llama-python /tmp/llama/bin/python] [--llama-threads N]
 """
 
 from __future__ import annotations
@@ -266,7 +268,8 @@ def _cell(value: Any, unit: str = "", digits: int = 1) -> str:
 
 
 def table(r: dict) -> str:
-    names = {"embedded": "embedded (transformers, shipped adapter)", "openai": "openai -> llama.cpp server (base GGUF)"}
+    names = {"embedded": "embedded (transformers, shipped adapter)", "openai": "openai -> llama.cpp server (base GGUF)",
+             "overload": f"overload: embedded, --max-queue {r.get('queue')}, {2 * (r.get('queue') or 0)} clients at once"}
     run = {k: v for k, v in r["scenarios"].items() if "not_run" not in v}
     lines = [f"# Serving benchmark: `rearank serve` under {r['clients']} concurrent clients", "",
              f"Command: `{r['command']}`", "",
@@ -285,6 +288,9 @@ def table(r: dict) -> str:
                 ("requests per model call (mean seen by clients)", lambda v: _cell(v["mean_batch_queries"])),
                 ("server: model calls / requests / largest call",
                  lambda v: "{calls} / {requests} / {largest_call}".format(**v["server_batcher"])),
+                ("server: refused (queue full) / dropped / retried alone",
+                 lambda v: " / ".join(str(v["server_batcher"].get(k, "-"))
+                                      for k in ("refused_queue_full", "dropped", "retried_alone"))),
                 ("format-valid rate", lambda v: _cell(v["format_valid_rate"] * 100 if v["format_valid_rate"] is not None else None, " %", 0)),
                 ("server start to ready (model load)", lambda v: _cell(v["ready_s"], " s")),
                 ("warm-up request", lambda v: _cell(v["warmup_s"], " s")),
@@ -298,7 +304,9 @@ def table(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", nargs="+", choices=["embedded", "openai"], default=["embedded", "openai"])
+    parser.add_argument("--scenario", nargs="+", choices=["embedded", "overload", "openai"],
+                        default=["embedded", "overload", "openai"])
+    parser.add_argument("--queue", type=int, default=8, help="overload: the server's --max-queue (2x as many clients)")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--documents", type=int, default=10, help="passages per request")
@@ -308,7 +316,7 @@ def main() -> None:
                         help="llama.cpp's threads (on a busy machine 1 is faster: its threads spin-wait)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    for name in ("clients", "requests", "documents"):
+    for name in ("clients", "requests", "documents", "queue"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     logs = ROOT / "work" / "bench_serve"
@@ -317,11 +325,16 @@ def main() -> None:
     report: dict[str, Any] = {
         "command": " ".join(["python", "bench/bench_serve.py", *sys.argv[1:]]), "cpu": cpu_name(),
         "cores": os.cpu_count(), "bf16": "dtype auto: bf16" if cpu_has_fast_bf16() else "dtype auto: fp32",
-        "clients": args.clients, "requests": args.requests, "documents": args.documents, "scenarios": {}}
+        "clients": args.clients, "requests": args.requests, "documents": args.documents, "queue": args.queue,
+        "scenarios": {}}
     for name in args.scenario:
-        print(f"[{name}] {args.requests} requests from {args.clients} clients ...", flush=True)
+        print(f"[{name}] ...", flush=True)
         if name == "embedded":
             result = measure([], logs / "serve_embedded.log", work, args.clients, args.documents)
+        elif name == "overload":
+            burst = bodies(2 * args.queue, args.documents)
+            result = measure(["--max-queue", str(args.queue)], logs / "serve_overload.log", burst, 2 * args.queue,
+                             args.documents)
         else:
             result = scenario_openai(args, work, logs)
         report["scenarios"][name] = result

@@ -218,6 +218,8 @@ class RewardConfig:
     answer_weight: float = knob(0.1, "REARANK: weight of an answer that is a ranking [i] > [j] > …")
     gain_clip: float = knob(1.0, "REARANK: the normalised gain is clipped to [-gain_clip, gain_clip] (a near-ideal "
                                  "window's tiny denominator would otherwise explode it)", min=0)
+    gain_floor: float = knob(0.2, "REARANK: the gain's denominator (ideal - initial nDCG@10) counts as at least this "
+                                  "(0: the paper's formula, where an ideal window gives no signal)", min=0, max=1)
     ndcg_weight: float = knob(1.0, "ReasonRank: weight of nDCG@10 against the relevant set")
     recall_weight: float = knob(0.2, "ReasonRank: weight of Recall@10 against the relevant set")
     rbo_weight: float = knob(0.1, "ReasonRank: weight of RBO against the gold ranking")

@@ -95,8 +95,9 @@ def test_thresholds_drop_windows(dl21: tuple[list, dict]) -> None:
     assert tight.dropped_low_ndcg > 0 and all(w.initial_ndcg10 >= 0.5 for w in strict)
     assert tight.kept + tight.dropped_low_ndcg + tight.dropped_no_relevant == tight.drawn
     assert {w.id for w in strict} == {w.id for w in everything if w.initial_ndcg10 >= 0.5}
-    small, _ = windows_of(dl21, window=5, top_n=10, per_query=2)
+    small, counts = windows_of(dl21, window=5, top_n=10, per_query=2)
     assert all(len(w.docids) == 5 for w in small)
+    assert counts.kept_ideal == sum(w.initial_ndcg10 == 1.0 for w in small) > 0  # kept, and counted in the card
 
 
 def test_leakage_guard_by_normalised_text_and_by_id_within_a_namespace(dl21: tuple[list, dict]) -> None:

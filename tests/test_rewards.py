@@ -8,6 +8,7 @@ import math
 import pytest
 
 from rearank_core.training.rewards import (
+    constant_terms,
     multiview_reward,
     rbo,
     rearank_components,
@@ -47,6 +48,28 @@ def test_rearank_reward_by_hand(completion: object, expected: float) -> None:
 def test_rearank_reward_is_zero_gain_when_ideal_equals_initial() -> None:
     assert rearank_reward([think("[2] > [1] > [3]")], [[3, 1, 0]]) == [pytest.approx(0.2)]
     assert rearank_reward([think("[2] > [1] > [3]")], [[0, 0, 0]]) == [pytest.approx(0.2)]
+
+
+def test_the_gain_floor_gives_an_ideal_window_a_signal_and_softens_a_near_ideal_one() -> None:
+    # Ideal input [3, 2, 0]: swapping the first two loses nDCG@10 (2 + 3 / log2 3 against 3 + 2 / log2 3, over
+    # the ideal's own: -0.087); the paper's gain is 0, the floored one that loss over 0.2.
+    swap = think("[2] > [1] > [3]")
+    ideal, swapped = 3 + 2 / math.log2(3), 2 + 3 / math.log2(3)
+    loss = (swapped - ideal) / ideal
+    assert rearank_components([swap], [[3, 2, 0]], gain_floor=0.2)["gain"] == [pytest.approx(loss / 0.2)]
+    assert rearank_components([swap], [[3, 2, 0]])["gain"] == [0.0]
+    keep = think("[1] > [2] > [3]")
+    assert rearank_components([keep], [[3, 2, 0]], gain_floor=0.2)["gain"] == [0.0]
+    # Near ideal (initial 0.907, ideal 1): one swap that costs 0.111 is -1.19, clipped to -1, over a denominator of
+    # 0.093; over the floor it is -0.56.
+    labels = [3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    near = think(" > ".join(f"[{i}]" for i in [1, 4, 3, 2, 5, 6, 7, 8, 9, 10, 11, 12]))  # one swap: -0.111
+    paper = rearank_components([near], [labels])["gain"][0]
+    floored = rearank_components([near], [labels], gain_floor=0.2)["gain"][0]
+    dcg = 3 + 3 / math.log2(5)  # 3 at ranks 1 and 4
+    ideal = 3 + 3 / math.log2(3) + 1 / 2  # 3, 3, 1 at ranks 1-3
+    initial = (3 + 3 / math.log2(3)) / ideal
+    assert paper == -1.0 and floored == pytest.approx((dcg / ideal - initial) / 0.2)
 
 
 def test_near_ideal_windows_cannot_explode_the_gain() -> None:
@@ -117,3 +140,11 @@ def test_components_reach_trls_log_metric_hook() -> None:
                       "rearank/ndcg10": pytest.approx((1 + INITIAL) / 2)}
     multiview_reward(completions, [RELEVANT] * 2, [GOLD] * 2, log_metric=logged.__setitem__)
     assert logged["multiview/valid"] == 0.5 and logged["multiview/ndcg10"] == 1.0
+
+
+def test_a_reward_term_that_cannot_vary_is_named() -> None:
+    assert constant_terms("multiview", 0.2, 10) == [
+        "Recall@10 is 1 for every valid answer on windows of 10 passages (all of them fit in the top 10): "
+        "rewards.recall_weight 0.2 adds a constant"]
+    assert constant_terms("multiview", 0.2, 20) == [] and constant_terms("multiview", 0.0, 10) == []
+    assert constant_terms("rearank", 0.2, 10) == []

@@ -32,13 +32,14 @@ class AugmentStats:
     dropped_no_relevant: int = 0
     dropped_low_ndcg: int = 0
     kept: int = 0
+    kept_ideal: int = 0  # kept windows already in ideal order: REARANK's gain has no room there (rewards.gain_floor)
     labels: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, object]:
         return {"queries": self.queries, "queries_without_qrels": len(self.queries_without_qrels),
                 "queries_too_short": len(self.queries_too_short), "windows_drawn": self.drawn,
                 "dropped_no_relevant": self.dropped_no_relevant, "dropped_low_ndcg": self.dropped_low_ndcg,
-                "windows_kept": self.kept, "pass_rate": round(self.kept / self.drawn, 4) if self.drawn else None,
+                "windows_kept": self.kept, "windows_kept_ideal_order": self.kept_ideal, "pass_rate": round(self.kept / self.drawn, 4) if self.drawn else None,
                 "label_distribution": {str(k): v for k, v in sorted(self.labels.items())}}
 
 
@@ -77,5 +78,6 @@ def augment(requests: list[Request], qrels: Qrels, source: str, cfg: DataConfig,
         else:
             kept.append(record)
             stats.labels.update(record.labels)
+            stats.kept_ideal += record.initial_ndcg10 >= 1.0
     stats.kept += len(kept)
     return kept

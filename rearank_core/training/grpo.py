@@ -24,7 +24,7 @@ from rearank_core.backends.transformers_engine import Sampling
 from rearank_core.config import GRPOTrainConfig, RewardConfig
 from rearank_core.errors import InputError
 from rearank_core.io.training_data import GRPORecord
-from rearank_core.training.rewards import multiview_reward, rearank_reward
+from rearank_core.training.rewards import constant_terms, multiview_reward, rearank_reward
 from rearank_core.training.rollout import engine_rollout, use_engine
 from rearank_core.backends.adapters import library_deprecations_quiet
 from rearank_core.training.setup import (
@@ -47,7 +47,7 @@ def reward_function(kind: str, weights: RewardConfig) -> Callable[..., list[floa
     """The configured reward with params.yaml's weights, named for TRL's logs (``rewards/<name>/mean``)."""
     def rearank(completions: list[Any], labels: list[list[int]], **kwargs: Any) -> list[float]:
         return rearank_reward(completions, labels, weights.rank_weight, weights.strict_weight, weights.answer_weight,
-                              weights.gain_clip, **kwargs)
+                              weights.gain_clip, weights.gain_floor, **kwargs)
 
     def multiview(completions: list[Any], relevant: list[list[int]], gold: list[list[int]],
                   **kwargs: Any) -> list[float]:
@@ -78,6 +78,8 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
 
     records = load_records(records_path, GRPORecord, cfg.limit)
     check_reference(cfg, model_cache)
+    for warning in constant_terms(cfg.reward, weights.recall_weight, max(len(r.labels) for r in records)):
+        log.warning("%s: %s", records_path, warning)
     model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
     args = GRPOConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,

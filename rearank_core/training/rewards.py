@@ -5,10 +5,12 @@ completion_ids, trainer_state, other columns) are ignored. nDCG is trec_eval's (
 through ``evaluation.window_ndcg``; answers are read and repaired by the reranker's own parser.
 
 REARANK's normalised gain (answer - initial) / (ideal - initial) explodes when a window's input order is already
-near ideal (a denominator of 0.01 turns a small loss into -30, as seen in training). The reward clips the gain
-to [-gain_clip, gain_clip] (1 by default: no window can weigh more than a perfect fix), and it is 0 when the
-ideal equals the initial order; augmentation's ``min_ndcg`` keeps hopeless windows out, the clip keeps
-near-perfect ones from dominating a group's advantage."""
+near ideal (a denominator of 0.01 turns a small loss into -30, as seen in training), and is 0 for any answer when
+the input order is ideal. ``gain_floor`` (params ``rewards.gain_floor``; 0 is the paper's formula) divides by at
+least the floor instead: an answer that breaks an ideal window's order is penalised by its loss / floor (before,
+no signal), and a single swap on a near-ideal window no longer costs the whole clip. The gain is then clipped to
+[-gain_clip, gain_clip] (1 by default: no window weighs more than a perfect fix); augmentation's ``min_ndcg``
+keeps hopeless windows out."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def answer_format(text: str) -> bool:
 
 
 def rearank_components(completions: Sequence[Completion], labels: Sequence[Sequence[int]],
-                       gain_clip: float = 1.0) -> dict[str, list[float]]:
+                       gain_clip: float = 1.0, gain_floor: float = 0.0) -> dict[str, list[float]]:
     """Each part of REARANK's reward per completion: normalised gain, strict format, answer format, and the
     answer's nDCG@10. ``labels[i][j]`` is the grade of passage j+1 of window i (prompt order)."""
     if len(completions) != len(labels):
@@ -56,8 +58,9 @@ def rearank_components(completions: Sequence[Completion], labels: Sequence[Seque
     answer = window_ndcg(grades, orders)
     initial = window_ndcg(grades)
     best = window_ndcg(grades, ideal)
-    gain = [0.0 if b - i <= 0 else max(-gain_clip, min(gain_clip, (a - i) / (b - i)))
-            for a, i, b in zip(answer, initial, best, strict=True)]
+    room = [max(b - i, gain_floor) for i, b in zip(initial, best, strict=True)]
+    gain = [0.0 if r <= 0 else max(-gain_clip, min(gain_clip, (a - i) / r))
+            for a, i, r in zip(answer, initial, room, strict=True)]
     return {"gain": gain, "strict_format": [float(p.strict_format) for p in parsed],
             "answer_format": [float(answer_format(t)) for t in texts], "ndcg10": answer}
 
@@ -75,11 +78,11 @@ def log_components(kwargs: dict[str, Any], prefix: str, parts: dict[str, list[An
 
 def rearank_reward(completions: Sequence[Completion], labels: Sequence[Sequence[int]], rank_weight: float = 0.8,
                    strict_weight: float = 0.1, answer_weight: float = 0.1, gain_clip: float = 1.0,
-                   **kwargs: Any) -> list[float]:
+                   gain_floor: float = 0.0, **kwargs: Any) -> list[float]:
     """REARANK: 0.8 x normalised nDCG@10 gain + 0.1 x strict format + 0.1 x answer format. A missing or cut-off
     answer keeps the window's input order (gain 0). Under TRL each component is logged as ``rearank/<name>``
     (``rearank/answer_format`` is the format-valid rate)."""
-    parts = rearank_components(completions, labels, gain_clip)
+    parts = rearank_components(completions, labels, gain_clip, gain_floor)
     log_components(kwargs, "rearank", parts)
     return [rank_weight * g + strict_weight * s + answer_weight * a
             for g, s, a in zip(parts["gain"], parts["strict_format"], parts["answer_format"], strict=True)]
@@ -161,3 +164,12 @@ def multiview_reward(completions: Sequence[Completion], relevant: Sequence[Seque
         rewards.append(ndcg_weight * parts["ndcg10"][i] + recall_weight * parts["recall10"][i]  # type: ignore[operator]
                        + rbo_weight * parts["rbo"][i])  # type: ignore[operator]
     return rewards
+
+
+def constant_terms(reward: str, recall_weight: float, window: int) -> list[str]:
+    """The weighted reward terms that cannot vary on windows of ``window`` passages, each as a sentence (a constant
+    term only shifts every reward of a group alike: GRPO's advantages ignore it)."""
+    if reward == "multiview" and recall_weight > 0 and window <= 10:
+        return [f"Recall@10 is 1 for every valid answer on windows of {window} passages (all of them fit in the top "
+                f"10): rewards.recall_weight {recall_weight:g} adds a constant"]
+    return []
