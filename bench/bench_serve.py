@@ -274,7 +274,9 @@ def table(r: dict) -> str:
     lines = [f"# Serving benchmark: `rearank serve` under {r['clients']} concurrent clients", "",
              f"Command: `{r['command']}`", "",
              f"CPU: {r['cpu']}, {r['cores']} cores ({r['bf16']}). Each request: one DL19 query with its BM25 top "
-             f"{r['documents']} passages; {r['requests']} requests per scenario after one warm-up request.", ""]
+             f"{r['documents']} passages; {r['requests']} requests per scenario after one warm-up request"
+             + (f" (overload: {2 * r['queue']} clients sending one request each at once)" if "overload" in r["scenarios"]
+                else "") + ".", ""]
     if run:
         lines += ["| | " + " | ".join(names[k] for k in run) + " |", "|---|" + "---:|" * len(run)]
         rows = [("requests sent / answered / ok", lambda v: f"{v['sent']} / {v['answered']} / {v['ok']}"),
