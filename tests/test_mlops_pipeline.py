@@ -49,7 +49,8 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
 
 
 # README command 1's main(), then on the same temporary Prefect server (one process, one start-up): `dvc status`, a
-# rerun, a run with a missing GRPO model after the GRPO output is removed, and a resumed run of sft and grpo. Each part
+# rerun, sft and grpo after a change to the reward code, a run with a missing GRPO model after the GRPO output is
+# removed, and a resumed run of sft and grpo. Each part
 # starts with a line "=== <part>" in the merged output; the SFT metrics' digest is printed around the failed run.
 SCRIPT = """
 import hashlib, pathlib, shutil, subprocess, sys
@@ -69,6 +70,12 @@ with prefect_test_harness(server_startup_timeout=120):
     subprocess.run(["dvc", "status"], check=True)
     part("again")
     pipeline()
+    part("code changed")
+    rewards = pathlib.Path("rearank_core/training/rewards.py")
+    code = rewards.read_bytes()
+    rewards.write_bytes(code + b"\\n# a change\\n")
+    pipeline(stages=["sft", "grpo"])
+    rewards.write_bytes(code)
     shutil.rmtree("work/train/grpo")
     part("failed")
     sft_digest()
@@ -90,7 +97,8 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
     ran = subprocess.run([sys.executable, "-c", SCRIPT], cwd=project, env=project_env(project),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     parts = dict(part.split("\n", 1) for part in ran.stdout.split("=== ")[1:])
-    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "failed", "resumed"}, \
+    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "code changed", "failed",
+                                                  "resumed"}, \
         ran.stdout[-4000:]
 
     first = parts["first"]
@@ -110,6 +118,8 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
 
     assert "up to date" in parts["dvc status"], parts["dvc status"]
     assert finished(parts["again"], "cached") == STAGES, parts["again"][-4000:]
+    changed = parts["code changed"]  # the reward code is grpo's dependency, not sft's
+    assert "sft: cached" in changed and "grpo: done" in changed, changed[-4000:]
 
     # A stage that fails keeps what came before; the next run resumes at that stage.
     failed = parts["failed"]

@@ -43,6 +43,8 @@ def make_project(dest: Path, root: Path, model_cache: Path, data: dict[str, obje
     shutil.copytree(root / "data" / "msmarco", dest / "data" / "msmarco")
     shutil.copytree(root / "data" / "bright", dest / "data" / "bright")  # the suites' BRIGHT runs (a dvc.yaml dep)
     shutil.copytree(root / "models", dest / "models")  # the shipped reranker, the rerank settings' default model
+    shutil.copytree(root / "rearank_core", dest / "rearank_core",  # the stages' code deps (it runs from the install)
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (dest / ".gitignore").write_text("work/\nmlruns/\n.prefect/\ndvc-remote/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
@@ -213,6 +215,15 @@ def test_the_whole_dag_by_dvc_then_the_training_data_and_training_flows(tmp_path
     status = subprocess.run([str(BIN / "dvc"), "status"], cwd=project, env=env, capture_output=True, text=True,
                             check=True)
     assert "up to date" in status.stdout
+    # A change to the reward code makes grpo stale, and what follows from it, not the stages before it.
+    rewards = project / "rearank_core" / "training" / "rewards.py"
+    code = rewards.read_bytes()
+    rewards.write_bytes(code + b"\n# a change\n")
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=project, env=env, capture_output=True, text=True,
+                            check=True).stdout
+    stale = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+    assert "grpo" in stale and not stale & {"augment", "build", "sft"}, status
+    rewards.write_bytes(code)
 
     # The two flows, in one process (one temporary Prefect server), onto the same files.
     for folder in ("work/data", "work/train", "work/eval", "metrics/eval", "metrics/train"):

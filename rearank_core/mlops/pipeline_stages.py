@@ -59,12 +59,18 @@ def _value(params: Params, key: str) -> Any:
     return asdict(value) if is_dataclass(value) else value
 
 
+def _bytecode(relative: Path) -> bool:
+    """Python's compiled files beside a code dependency (.dvcignore leaves them out of DVC's hashes too)."""
+    return "__pycache__" in relative.parts or relative.suffix == ".pyc"
+
+
 def fingerprint(spec: StageSpec, params: Params, project: str | Path = ".") -> str:
-    """SHA-256 of the stage's name, its deps' bytes and its params' values: equal fingerprints, same outputs."""
+    """SHA-256 of the stage's name, its deps' bytes (the code it runs included) and its params' values: equal
+    fingerprints, same outputs."""
     digest = hashlib.sha256(spec.name.encode())
     for dep in spec.deps:
         digest.update(b"\0dep\0" + dep.encode() + b"\0")
-        hash_path(digest, Path(project) / dep)
+        hash_path(digest, Path(project) / dep, skip=_bytecode)
     for key in spec.params:
         digest.update(b"\0param\0" + key.encode() + b"\0")
         digest.update(json.dumps(_value(params, key), sort_keys=True, default=str).encode())
