@@ -88,13 +88,17 @@ def _float_tag(version: Any, key: str) -> float | None:
         return None  # "not evaluated: ..." is recorded as text, never as a number
 
 
-def _history(mlflow_client: Any, name: str) -> list[str]:
+def _registered_model(mlflow_client: Any, name: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        raw = mlflow_client.get_registered_model(name).tags.get(HISTORY_TAG)
+        return mlflow_client.get_registered_model(name)
     except MlflowException:
         raise InputError(f"no registered model {name!r} in the tracking store", field="registry.name") from None
+
+
+def _history(mlflow_client: Any, name: str) -> list[str]:
+    raw = _registered_model(mlflow_client, name).tags.get(HISTORY_TAG)
     return list(json.loads(raw)) if raw else []
 
 
@@ -265,6 +269,7 @@ def _gate(cfg: RegistryConfig, candidate: Any, champion: Any | None) -> Decision
     held = _float_tag(champion, key) if champion else None
     format_valid = _float_tag(candidate, f"format_valid_{cfg.dataset}")
     measured = evaluation(candidate, cfg.dataset)
+    theirs = evaluation(champion, cfg.dataset) if champion else None
     if value is None:
         moved, reason = False, f"version {version} has no {key} (not evaluated on {cfg.dataset})"
     elif measured[1] is None or measured[1] < cfg.min_queries:
@@ -283,8 +288,7 @@ def _gate(cfg: RegistryConfig, candidate: Any, champion: Any | None) -> Decision
                   + (f"{key} = {value:.4f} (registry.allow_missing_champion_metric)" if moved else
                      "nothing to compare against, so it stays (registry.allow_missing_champion_metric: true "
                      "promotes anyway)"))
-    elif evaluation(champion, cfg.dataset) != measured:
-        theirs = evaluation(champion, cfg.dataset)
+    elif theirs != measured:
         moved, reason = False, (f"not comparable: v{version}'s {key} is from suite {measured[0]} ({measured[1]} "
                                 f"queries, top-{measured[2]}), champion v{before}'s from suite {theirs[0]} "
                                 f"({theirs[1]} queries, top-{theirs[2]})")
@@ -314,12 +318,7 @@ def rollback(mlflow_client: Any, cfg: RegistryConfig) -> Decision:
 
 def state(mlflow_client: Any, name: str, metric_prefixes: tuple[str, ...] = ("ndcg_at_10_", "format_valid_")) -> dict[str, Any]:
     """Every version of ``name`` with its aliases, metric tags and the gate's last decision; plus the history."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = mlflow_client.get_registered_model(name)
-    except MlflowException:
-        raise InputError(f"no registered model {name!r} in the tracking store", field="registry.name") from None
+    model = _registered_model(mlflow_client, name)
     versions = sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
     rows = []
