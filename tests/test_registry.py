@@ -255,8 +255,10 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
                               env={"NO_COLOR": "1", "COLUMNS": "160"})
     assert done.exit_code == 0 and json.loads(summary.read_text())["windows"] == 1, done.stderr[-2000:]
     logged = " ".join(done.stderr.split())  # the log's lines wrap at the console's width
-    assert f"{uri} was evaluated with window 3; running it with --window 6 as asked" in logged
-    served = Reranker(rerank_config(load_params(local).rerank, model=uri))
+    assert f"{uri} (models:/cli-reranker/1) was evaluated with window 3; running it with --window 6 as asked" in logged
+    pinned = rerank_config(load_params(local).rerank, model=uri)
+    assert pinned.model == "models:/cli-reranker/1"  # settings and weights of one version, should the alias move
+    served = Reranker(pinned)
     with TestClient(create_app(served, model_name=uri)) as api:
         health = api.get("/health").json()
         assert health["settings"] == {"prompt": "rearank", "window": 3, "step": 1, "top_k": params["rerank"]["top_k"],

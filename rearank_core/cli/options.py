@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from rearank_core.config import MODEL_SETTINGS, RerankConfig, field_help, override, validated
-from rearank_core.io.mlflow_store import is_registry_uri, registered_settings
+from rearank_core.io.mlflow_store import is_registry_uri, pinned_registry_uri, registered_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,13 @@ def rerank_config(base: RerankConfig, *, timeout: float | None = None, retries: 
     with replace ``base``'s (an option that differs from one of them is logged)."""
     model = options.get("model") or base.model
     if is_registry_uri(model):
-        registered = {k: v for k, v in registered_settings(model, Path(base.model_cache)).items() if k in MODEL_SETTINGS}
+        pinned = pinned_registry_uri(model)  # the settings and the weights of one version, whatever the alias does
+        registered = {k: v for k, v in registered_settings(pinned, Path(base.model_cache)).items()
+                      if k in MODEL_SETTINGS}
         for key, value in registered.items():
             if options.get(key) is not None and options[key] != value:
-                log.warning("%s was evaluated with %s %s; running it with --%s %s as asked", model, key, value,
-                            key.replace("_", "-"), options[key])
-        base = validated(replace(base, **registered), "rerank")
+                log.warning("%s (%s) was evaluated with %s %s; running it with --%s %s as asked", model, pinned, key,
+                            value, key.replace("_", "-"), options[key])
+        base = validated(replace(base, **registered, model=pinned), "rerank")
+        options["model"] = pinned
     return override(base, "rerank", **options, timeout_s=timeout, max_retries=retries)

@@ -83,20 +83,36 @@ def registered_settings(uri: str, cache_dir: Path) -> dict[str, Any]:
     return dict(flavor.get("config") or {})  # where MLflow keeps log_model's model_config (pyfunc.MODEL_CONFIG)
 
 
-def download_registered_version(uri: str, cache_dir: Path) -> Path:
-    """The local folder of the whole pyfunc model a registry URI names (downloaded once per version)."""
+def pinned_registry_uri(uri: str) -> str:
+    """``models:/NAME@ALIAS`` as ``models:/NAME/N``, the version the alias names now: settings and weights are then
+    read from one version even if the alias moves in between (a promotion during start-up)."""
+    name, alias, _ = parse_registry_uri(uri)
+    return uri if alias is None else f"models:/{name}/{_registered_version(uri).version}"
+
+
+def _registered_version(uri: str) -> Any:
+    """The registry's ModelVersion a URI names; an unknown model, alias or version is an InputError."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     name, alias, version = parse_registry_uri(uri)
     store = tracking_uri()
     client = MlflowClient(store)
     try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise InputError(f"{uri}: {exc.message} (tracking store {store})", field="model") from None
+
+
+def download_registered_version(uri: str, cache_dir: Path) -> Path:
+    """The local folder of the whole pyfunc model a registry URI names (downloaded once per version)."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    found = _registered_version(uri)
+    name, store = found.name, tracking_uri()
+    client = MlflowClient(store)
     store_key = hashlib.sha256(store.encode()).hexdigest()[:12]
     target = Path(cache_dir) / "registry" / store_key / name / f"v{found.version}"
     if not (target / _DONE).is_file():
