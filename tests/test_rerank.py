@@ -17,6 +17,7 @@ from rearank_core.evaluation import evaluate
 from rearank_core.io.requests import read_retrieve_results
 from rearank_core.io.traces import read_traces
 from rearank_core.io.trec import read_qrels
+from rearank_core import prompts
 from rearank_core.prompts import load_template
 from rearank_core.records import (
     Candidate,
@@ -166,3 +167,11 @@ def test_the_rerank_stage_replays_traces_only_for_the_job_that_wrote_them(tmp_pa
     (model / "model.safetensors").write_bytes(b"weights 2")  # retrained in place
     assert asked(cfg) == first
     assert asked(RerankConfig(model=str(model), window=20, step=10, top_k=30, max_new_tokens=64)) == first
+    # A prompt template file edited in place (same name, same path) is another request: every window again.
+    template = tmp_path / "mine.yaml"
+    text = Path(prompts.__file__).parent / "rearank.yaml"
+    template.write_text(text.read_text(encoding="utf-8"), encoding="utf-8")
+    mine = RerankConfig(model=str(model), window=20, step=10, top_k=30, prompt=str(template))
+    assert asked(mine) == first and asked(mine) == 0
+    template.write_text(text.read_text(encoding="utf-8").replace("Rank the", "Please rank the", 1), encoding="utf-8")
+    assert asked(mine) == first

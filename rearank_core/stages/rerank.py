@@ -14,6 +14,7 @@ from rearank_core.io.jobs import claim, job_identity, local_inputs
 from rearank_core.io.requests import read_candidates
 from rearank_core.io.trec import write_run
 from rearank_core.mlops.tracking import stage_run
+from rearank_core.prompts import load_template
 from rearank_core.records import results_to_run
 from rearank_core.rerank import Reranker, RerankSummary
 
@@ -37,10 +38,11 @@ def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig,
         requests = requests[:limit]
     reranker = reranker or Reranker(cfg)
     if traces_out is not None:
-        # Traces are replayed only by the job that wrote them: a changed setting, candidates file or model (a
-        # retrained checkpoint in the same folder) starts them afresh. The embedded model is fixed by its package.
+        # Traces are replayed only by the job that wrote them: a changed setting, prompt template (its contents, as
+        # loaded), candidates file or model (a retrained checkpoint in the same folder) starts them afresh. The embedded model is fixed by its package.
         model = None if is_embedded(cfg.model) else resolve_model(cfg.model, Path(cfg.model_cache))
-        identity = job_identity({"rerank": asdict(cfg), "limit": limit}, local_inputs(candidates, model))
+        identity = job_identity({"rerank": asdict(cfg), "template": asdict(load_template(cfg.prompt)), "limit": limit},
+                                local_inputs(candidates, model))
         resume = claim(f"{traces_out}.job", identity, [traces_out] if resume else []) and resume
     log.info("reranking the top-%d of %d queries from %s with model %r (%s backend, prompt %s)", cfg.top_k,
              len(requests), candidates, cfg.model, cfg.backend, cfg.prompt)
