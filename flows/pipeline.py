@@ -4,7 +4,8 @@ teacher, filter, build, validate) -> SFT -> GRPO -> evaluate (untrained and trai
 Each task calls the stage function its dvc.yaml stage's command calls, on the same paths, in a child process of
 its own (a stage the OOM killer ends is reported with its name and peak memory; its memory is freed when it
 ends). A task's cache key is the stage's fingerprint (the bytes of its dvc.yaml deps and the values of its
-params), so a rerun skips finished stages; a stage whose outputs are missing runs again. On params.yaml itself (no
+params), so a rerun skips finished stages; a stage whose outputs are missing or are not the ones that run wrote
+(another run's, with other params, or edited) runs again. On params.yaml itself (no
 overrides), each stage that ran is recorded in dvc.lock, so ``dvc repro`` afterwards reports everything up to
 date. Everything nests under one MLflow run, ``pipeline``, which also holds each stage's peak memory and wall time
 (``peak_rss_gib/<stage>``, ``wall_s/<stage>``); each evaluation and the registry's state are Prefect artifacts."""
@@ -24,9 +25,10 @@ from rearank_core.memory import GIB
 from rearank_core.mlops.pipeline_stages import (
     StageSpec,
     fingerprint,
-    outputs_present,
+    outputs_current,
     read_stages,
     record,
+    record_outputs,
 )
 from rearank_core.mlops.tracking import PARENT_RUN, log_run_metrics, stage_run, tracking_uri
 from rearank_core.stages.pipeline import STAGES, run_named_stage
@@ -55,14 +57,17 @@ def stage_task(name: str, params: Params, parent_run: str | None) -> Any:  # eva
 
 
 def run_stage(name: str, spec: StageSpec, params: Params, record_in_dvc: bool, parent_run: str | None) -> Any:
-    """One stage as a Prefect task keyed on its fingerprint; recorded in dvc.lock when it ran on params.yaml."""
+    """One stage as a Prefect task keyed on its fingerprint, its cached result used only while its outputs are the
+    ones that run wrote; recorded in dvc.lock when it ran on params.yaml."""
     key = fingerprint(spec, params)
     runner = stage_task.with_options(name=name, cache_key_fn=lambda *_: key,
-                                     refresh_cache=not outputs_present(spec))
+                                     refresh_cache=not outputs_current(spec, key))
     state = runner(name, params, parent_run, return_state=True)
     result = state.result()
-    if record_in_dvc and not state.name == "Cached":
-        record(name)
+    if state.name != "Cached":
+        record_outputs(spec, key)
+        if record_in_dvc:
+            record(name)
     get_run_logger().info("%s: %s", name, "cached (inputs and params unchanged)" if state.name == "Cached" else "done")
     return result
 

@@ -48,8 +48,8 @@ def build_task(job: DataJob, params: Params) -> dict[str, object]:
 
 
 @task(name="validate")
-def validate_task(path: str, kind: str, params: Params, report_dir: str) -> int:
-    report = validate_stage(path, kind, params.data, params.tracking, params.rerank.model_cache, report_dir)
+def validate_task(path: str, kind: str, params: Params, report_dir: str, verdict: str) -> int:
+    report = validate_stage(path, kind, params.data, params.tracking, params.rerank.model_cache, report_dir, verdict)
     if not report.success:
         raise InputError(f"validation failed:\n{report.summary()}", path)
     return report.records
@@ -65,7 +65,7 @@ def training_data(params_path: str = "params.yaml") -> dict[str, int]:
     filter_task(job, params.filter, params.tracking)
     build_task(job, params)
     files = {"windows": job.windows, "teacher": job.filtered, "sft": job.sft, "grpo": job.grpo}
-    return {kind: validate_task(path, kind, params, f"{job.reports}/{kind}") for kind, path in files.items()}
+    return {kind: validate_task(path, kind, params, f"{job.reports}/{kind}", job.verdict) for kind, path in files.items()}
 
 
 if __name__ == "__main__":

@@ -428,7 +428,8 @@ class DataJob:
     sft: str = knob(help="SFT records JSONL (output)")
     grpo: str = knob(help="GRPO records JSONL (output)")
     cards: str = knob(help="folder of dataset cards, JSON and markdown (output)")
-    reports: str = knob(help="folder of validation reports (output)")
+    reports: str = knob(help="folder of validation reports, GX Data Docs included (output)")
+    verdict: str = knob(help="validation verdict per file: its SHA-256 and passed or not (output; the trainers' dep)")
 
 
 @dataclass

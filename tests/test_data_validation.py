@@ -3,6 +3,7 @@ expectation fails on a planted bad row, naming that row's line and id."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -211,6 +212,28 @@ def test_a_report_folder_gets_summary_json_and_data_docs(tmp_path: Path) -> None
     pages = list((out / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 1 and "a label > 0" in pages[0].read_text(encoding="utf-8")
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "report.json", "summary.txt"]
+
+
+def test_the_verdict_is_the_same_bytes_for_the_same_data_and_changes_with_it(tmp_path: Path) -> None:
+    good, bad = records("grpo"), records("grpo")
+    bad[PLANTED]["labels"] = [0, 0, 0]
+    verdict = tmp_path / "validation.json"
+    windows = write(tmp_path / "windows.jsonl", records("windows"))
+    grpo = write(tmp_path / "grpo.jsonl", good)
+    for path, kind in ((windows, "windows"), (grpo, "grpo")):
+        validation.record_verdict(verdict, validate_file(path, kind, report_dir=tmp_path / "report" / kind))
+    first = verdict.read_bytes()
+    validation.record_verdict(verdict, validate_file(grpo, "grpo", report_dir=tmp_path / "report" / "grpo"))
+    assert verdict.read_bytes() == first  # validated again, the Data Docs rebuilt: the trainers see no change
+    entries = json.loads(first)
+    assert sorted(entries) == ["grpo", "windows"] and entries["grpo"]["passed"] and entries["grpo"]["records"] == 5
+    assert entries["grpo"]["sha256"] == hashlib.sha256(grpo.read_bytes()).hexdigest()
+
+    write(grpo, bad)
+    validation.record_verdict(verdict, validate_file(grpo, "grpo"))
+    entries = json.loads(verdict.read_text())
+    assert not entries["grpo"]["passed"] and entries["grpo"]["failed"][0].startswith("FAILED  a label > 0: line 4")
+    assert entries["windows"] == json.loads(first)["windows"]
 
 
 def test_the_schema_expectations_guard_a_frame_missing_a_field() -> None:

@@ -1,6 +1,6 @@
 """The end-to-end pipeline flow (README command 1's job) on a tiny profile, under `prefect_test_harness`: every stage
 runs, the trained model is registered with its metrics (BRIGHT recorded as not evaluated) and promoted; `dvc
-repro` then finds everything up to date; a rerun skips every stage; a stage that fails leaves the earlier
+repro` then finds everything up to date; a rerun skips every stage; params P1 -> P2 -> P1 trains three times; a stage that fails leaves the earlier
 outputs intact and the next run resumes from there."""
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
 
 
 # README command 1's main(), then on the same temporary Prefect server (one process, one start-up): `dvc status`, a
-# rerun, sft and grpo after a change to the reward code, a run with a missing GRPO model after the GRPO output is
+# rerun, grpo with another learning rate and then with params.yaml's again (P1 -> P2 -> P1), sft and grpo after a
+# change to the reward code, a run with a missing GRPO model after the GRPO output is
 # removed, and a resumed run of sft and grpo. Each part
 # starts with a line "=== <part>" in the merged output; the SFT metrics' digest is printed around the failed run.
 SCRIPT = """
@@ -70,6 +71,10 @@ with prefect_test_harness(server_startup_timeout=120):
     subprocess.run(["dvc", "status"], check=True)
     part("again")
     pipeline()
+    part("params changed")
+    pipeline(overrides={"grpo.learning_rate": 2e-6}, stages=["grpo"])
+    part("params back")
+    pipeline(stages=["grpo"])
     part("code changed")
     rewards = pathlib.Path("rearank_core/training/rewards.py")
     code = rewards.read_bytes()
@@ -97,8 +102,8 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
     ran = subprocess.run([sys.executable, "-c", SCRIPT], cwd=project, env=project_env(project),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     parts = dict(part.split("\n", 1) for part in ran.stdout.split("=== ")[1:])
-    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "code changed", "failed",
-                                                  "resumed"}, \
+    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "params changed",
+                                                  "params back", "code changed", "failed", "resumed"}, \
         ran.stdout[-4000:]
 
     first = parts["first"]
@@ -118,6 +123,9 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
 
     assert "up to date" in parts["dvc status"], parts["dvc status"]
     assert finished(parts["again"], "cached") == STAGES, parts["again"][-4000:]
+    # P1 -> P2 -> P1: the third run finds P2's model, not the one its cached result was made with, and trains.
+    assert "grpo: done" in parts["params changed"], parts["params changed"][-4000:]
+    assert "grpo: done" in parts["params back"], parts["params back"][-4000:]
     changed = parts["code changed"]  # the reward code is grpo's dependency, not sft's
     assert "sft: cached" in changed and "grpo: done" in changed, changed[-4000:]
 

@@ -175,6 +175,8 @@ def validate(
     path: Annotated[Path, typer.Argument(help="JSONL file to validate")],
     kind: Annotated[str, typer.Option(help="windows | teacher | sft | grpo")],
     report: Annotated[Path | None, typer.Option(help="folder for the report and GX Data Docs")] = None,
+    verdict: Annotated[Path | None, typer.Option(
+        help="JSON file the verdict is merged into under the kind (the file's SHA-256, passed or not)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -182,7 +184,8 @@ def validate(
     p = start(params, quiet)
     from rearank_core.stages.data import validate_stage
 
-    result = validate_stage(path, kind, p.data, p.tracking, p.rerank.model_cache, report_dir=report)
+    result = validate_stage(path, kind, p.data, p.tracking, p.rerank.model_cache, report_dir=report,
+                            verdict=verdict)
     typer.echo(result.summary())
     if not result.success:
         raise typer.Exit(3)

@@ -7,6 +7,8 @@ as ordinary columns, which keeps each rule visible by name in the report and in 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ import pandas as pd
 
 from rearank_core.data.leakage import EvalQueries
 from rearank_core.errors import InputError
-from rearank_core.io.files import atomic_write, iter_lines, write_json
+from rearank_core.io.files import atomic_write, hash_path, iter_lines, write_json
 from rearank_core.io.training_data import (
     KINDS,
     RECORD_TYPES,
@@ -345,6 +347,23 @@ def _write(report: ValidationReport, report_dir: Path) -> None:
     write_json(report_dir / "report.json", report.to_dict())
     with atomic_write(report_dir / "summary.txt") as handle:
         handle.write(report.summary() + "\n")
+
+
+def record_verdict(verdict: str | Path, report: ValidationReport) -> None:
+    """Merge the gate's outcome for one file into ``verdict`` (JSON, one entry per kind): the file's SHA-256, its
+    records and the verdict. Validating unchanged data again rewrites the same bytes (the Data Docs carry run
+    times), so the trainers depend on this file, not on the reports: re-validation alone retrains nothing."""
+    verdict = Path(verdict)
+    try:
+        entries = json.loads(verdict.read_text()) if verdict.exists() else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a validation verdict file ({exc})", verdict, exc.lineno) from None
+    digest = hashlib.sha256()
+    hash_path(digest, Path(report.path))
+    entries[report.kind] = {"file": report.path, "sha256": digest.hexdigest(), "records": report.records,
+                            "expectations": report.expectations, "passed": report.success,
+                            "failed": [f.describe() for f in report.failures]}
+    write_json(verdict, dict(sorted(entries.items())))
 
 
 def validate_file(path: str | Path, kind: str, *, max_prompt_tokens: int | None = None,

@@ -1,9 +1,10 @@
 """What ``dvc.yaml`` declares about each stage, for the drivers that do not go through ``dvc repro``.
 
 The Prefect pipeline keys its task cache on a stage's ``fingerprint`` (the bytes of the deps and the values of the
-params that ``dvc.yaml`` lists for it), reruns a stage whose outputs are missing, and, when it ran on params.yaml
-itself, ``record``s each finished stage in dvc.lock (``dvc commit``), so ``dvc repro`` afterwards finds everything
-up to date. One declaration (dvc.yaml) serves both drivers: nothing here lists a stage's inputs a second time."""
+params that ``dvc.yaml`` lists for it) and uses a cached result only while the stage's outputs are still the ones
+that run wrote (``outputs_current``, against the record ``record_outputs`` keeps beside them): after params P1, P2,
+then P1 again, the third run finds P2's files and runs. When it ran on params.yaml itself, it ``record``s each
+finished stage in dvc.lock (``dvc commit``), so ``dvc repro`` afterwards finds everything up to date. One declaration (dvc.yaml) serves both drivers: nothing here lists a stage's inputs a second time."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from rearank_core.config import Params
 from rearank_core.errors import InputError
-from rearank_core.io.files import hash_path
+from rearank_core.io.files import hash_path, write_json
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,66 @@ def fingerprint(spec: StageSpec, params: Params, project: str | Path = ".") -> s
     return digest.hexdigest()
 
 
-def outputs_present(spec: StageSpec, project: str | Path = ".") -> bool:
-    return all((Path(project) / out).exists() for out in spec.outs)
+OUTPUT_RECORDS = Path(".rearank") / "outputs"  # per stage: the fingerprint its outputs were made for, their hashes
+
+
+def _output_files(spec: StageSpec, project: Path) -> list[Path] | None:
+    """Every file of the stage's outputs, relative to the project; None when an output is missing."""
+    files = []
+    for out in spec.outs:
+        path = project / out
+        if path.is_file():
+            files.append(Path(out))
+        elif path.is_dir():
+            files.extend(p.relative_to(project) for p in sorted(path.rglob("*")) if p.is_file())
+        else:
+            return None
+    return files
+
+
+def _file_hashes(project: Path, files: list[Path], known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Size, mtime and SHA-256 per file; a file whose size and mtime are the recorded ones keeps its recorded hash,
+    as DVC's state does, so a checkpoint folder is not reread on every run."""
+    hashes = {}
+    for relative in files:
+        stat = (project / relative).stat()
+        seen = known.get(str(relative))
+        if seen and seen["size"] == stat.st_size and seen["mtime_ns"] == stat.st_mtime_ns:
+            hashes[str(relative)] = seen
+            continue
+        digest = hashlib.sha256()
+        hash_path(digest, project / relative)
+        hashes[str(relative)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return hashes
+
+
+def _record_path(spec: StageSpec, project: Path) -> Path:
+    return project / OUTPUT_RECORDS / f"{spec.name}.json"
+
+
+def outputs_current(spec: StageSpec, key: str, project: str | Path = ".") -> bool:
+    """Whether the stage's outputs are all present and are, file by file, what its run for fingerprint ``key``
+    wrote: only then may the flow use that run's cached result."""
+    project = Path(project)
+    files = _output_files(spec, project)
+    record_file = _record_path(spec, project)
+    if files is None or not record_file.exists():
+        return False
+    recorded = json.loads(record_file.read_text())
+    if recorded.get("fingerprint") != key:
+        return False
+    now = _file_hashes(project, files, recorded["files"])
+    return {k: v["sha256"] for k, v in now.items()} == {k: v["sha256"] for k, v in recorded["files"].items()}
+
+
+def record_outputs(spec: StageSpec, key: str, project: str | Path = ".") -> None:
+    """After the stage ran for fingerprint ``key``: its outputs' hashes, for ``outputs_current``."""
+    project = Path(project)
+    files = _output_files(spec, project)
+    if files is None:
+        missing = [out for out in spec.outs if not (project / out).exists()]
+        raise InputError(f"stage {spec.name!r} finished without its outputs {missing}", project / "dvc.yaml")
+    write_json(_record_path(spec, project), {"fingerprint": key, "files": _file_hashes(project, files, {})})
 
 
 def record(stage: str, project: str | Path = ".") -> None:

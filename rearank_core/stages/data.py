@@ -23,7 +23,7 @@ from rearank_core.data.card import token_lengths, write_card
 from rearank_core.data.filter import FilterStats, filter_records
 from rearank_core.data.leakage import check_leakage, load_eval_queries
 from rearank_core.data.teacher import TeacherStats, distill
-from rearank_core.data.validation import ValidationReport, validate_file
+from rearank_core.data.validation import ValidationReport, record_verdict, validate_file
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import write_jsonl
 from rearank_core.io.requests import read_candidates
@@ -133,8 +133,9 @@ def build_stage(windows: str | Path, sft_out: str | Path, grpo_out: str | Path, 
 
 
 def validate_stage(path: str | Path, kind: str, cfg: DataConfig, tracking: TrackingConfig, model_cache: str | Path,
-                   report_dir: str | Path | None = None) -> ValidationReport:
-    """The great-expectations gate for one dataset; the caller stops the pipeline when it fails."""
+                   report_dir: str | Path | None = None, verdict: str | Path | None = None) -> ValidationReport:
+    """The great-expectations gate for one dataset, its outcome merged into ``verdict`` when given (what the
+    trainers depend on); the caller stops the pipeline when it fails."""
     evals = load_eval_queries(cfg.eval_sets)
     count = None
     if kind in ("sft", "grpo"):
@@ -147,6 +148,8 @@ def validate_stage(path: str | Path, kind: str, cfg: DataConfig, tracking: Track
                            count_tokens=count, evals=evals,
                            namespaces={s.name: s.id_namespace for s in cfg.sources},
                            report_dir=report_dir)
+    if verdict is not None:
+        record_verdict(verdict, report)
     with stage_run(tracking, f"data-validate-{kind}") as tracked:
         tracked.params({"file": str(path), "kind": kind, "max_prompt_tokens": cfg.max_prompt_tokens})
         tracked.metrics({"records": report.records, "success": float(report.success),

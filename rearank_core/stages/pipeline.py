@@ -28,7 +28,7 @@ def _validate(params: Params) -> dict[str, int]:
     counts = {}
     for kind, path in files.items():
         report = validate_stage(path, kind, params.data, params.tracking, params.rerank.model_cache,
-                                f"{job.reports}/{kind}")
+                                f"{job.reports}/{kind}", job.verdict)
         if not report.success:
             raise RuntimeError(f"{path}: validation failed\n{report.summary()}")
         counts[kind] = report.records
