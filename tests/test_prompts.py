@@ -9,6 +9,7 @@ import pytest
 from rearank_core.backends.base import hf_count_tokens, hf_truncate
 from rearank_core.config import RerankConfig
 from rearank_core.errors import InputError
+from rearank_core import prompts
 from rearank_core.prompts import BUILTIN, clean_passage, load_template, render
 from rearank_core.records import Candidate, Query, Request
 from rearank_core.rerank import Reranker
@@ -17,7 +18,7 @@ PASSAGES = ["First passage cites [2] and [10].", "Second   passage\nwith  spaces
 
 
 def test_builtins_load() -> None:
-    assert set(BUILTIN) == {"rankgpt", "rearank", "reasonrank", "teacher"}
+    assert set(BUILTIN) == {"first", "rankgpt", "rearank", "reasonrank", "teacher"}
     assert load_template("rearank").answer_format == "think_answer"
     assert load_template("rankgpt").answer_format == "plain"
 
@@ -118,3 +119,22 @@ def test_bad_templates(tmp_path: Path, change: tuple[str, str], field: str, says
 def test_unknown_template_name() -> None:
     with pytest.raises(InputError, match="unknown prompt template"):
         load_template("rankzephyr")
+
+
+def test_the_first_template_labels_passages_with_letters_and_keeps_letter_brackets_out_of_passages() -> None:
+    template = load_template("first")
+    assert (template.identifiers, template.answer_prefix) == ("letters", "[")
+    messages = render(template, "q", ["see [B] and [2]", "two", "three"])
+    body = messages[-1]["content"]
+    assert "[A] see (B) and (2)\n[B] two\n[C] three" in body and "[D]" not in body.split("e.g.")[0]
+    with pytest.raises(InputError, match="at most 26"):
+        render(template, "q", ["p"] * 27)
+    assert clean_passage("keep [B] as is") == "keep [B] as is"  # number templates do not touch letters
+
+
+def test_a_template_with_unknown_identifiers_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    text = (Path(prompts.__file__).parent / "first.yaml").read_text(encoding="utf-8")
+    path.write_text(text.replace("identifiers: letters", "identifiers: roman"), encoding="utf-8")
+    with pytest.raises(InputError, match="identifiers"):
+        load_template(path)

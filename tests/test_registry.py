@@ -261,8 +261,8 @@ def test_registry_cli_and_models_uri_wherever_a_model_is_accepted(tiny_dir: Path
     served = Reranker(pinned)
     with TestClient(create_app(served, model_name=uri)) as api:
         health = api.get("/health").json()
-        assert health["settings"] == {"prompt": "rearank", "window": 3, "step": 1, "top_k": params["rerank"]["top_k"],
-                                      "max_new_tokens": 4, "truncate_unit": params["rerank"]["truncate_unit"],
+        assert health["settings"] == {"mode": "reasoning", "prompt": "rearank", "first_prompt": "first", "window": 3,
+                                      "step": 1, "top_k": params["rerank"]["top_k"], "max_new_tokens": 4, "truncate_unit": params["rerank"]["truncate_unit"],
                                       "truncate_length": params["rerank"]["truncate_length"]}
         answer = api.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]}).json()
         assert answer["meta"]["settings"] == health["settings"] and answer["meta"]["windows"] == 2

@@ -286,6 +286,24 @@ def test_a_tiny_local_transformers_model_serves(tiny_dir: Path) -> None:
     assert health["backend"] == "transformers"
 
 
+def test_first_mode_serves_with_its_settings_in_health_and_meta(tiny_dir: Path) -> None:
+    reranker = Reranker(RerankConfig(backend="transformers", model=str(tiny_dir), mode="first", window=3, step=2,
+                                     dtype="float32", batch_size=4))
+    docs = DOCS[:5]
+    expected = direct_order(reranker, QUERY, docs)
+    try:
+        with serving(reranker) as (url, _):
+            response = post(url, {"query": QUERY, "documents": docs})
+            health = httpx.get(f"{url}/health", timeout=10).json()
+    finally:
+        reranker.backend.close()
+    assert response.status_code == 200, response.text
+    assert [r["index"] for r in response.json()["results"]] == expected
+    meta = response.json()["meta"]
+    assert meta["windows"] == 2 and meta["settings"]["mode"] == "first" == health["settings"]["mode"]
+    assert meta["settings"]["first_prompt"] == "first"
+
+
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, ["serve", *args], env={"COLUMNS": "200", "NO_COLOR": "1"})
 

@@ -20,6 +20,15 @@ class Completion:
     latency_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class IdentifierScores:
+    """First mode's reading of one window: how likely each identifier is as the answer's first one."""
+
+    logprobs: list[float]  # per identifier asked for, in that order; -inf where the backend returned none
+    prompt_tokens: int
+    latency_s: float
+
+
 def local_model(model: str, cache_dir: Path) -> str:
     """What a local backend loads: the embedded model's converted folder, a local folder, or a hub id.
     A path-like name that is no folder fails here, before any model code runs."""
@@ -54,6 +63,13 @@ class Backend(Protocol):
 
     def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
         """One completion per prompt, in order; a ``BackendError`` when the backend fails for good."""
+        ...
+
+    def score_identifiers(self, prompts: list[Messages], answer_prefix: str,
+                          identifiers: list[str]) -> list[IdentifierScores]:
+        """First mode: per prompt, the log-probability of each of ``identifiers`` as the next token after the
+        assistant's generation prompt and ``answer_prefix``; one forward pass, nothing generated. A
+        ``BackendError`` when an identifier is not one token there or the backend cannot return them."""
         ...
 
     def count_tokens(self, text: str) -> int | None:
@@ -99,3 +115,33 @@ def load_hf_tokenizer(model: str, cache_dir: Path) -> object:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # OSError (missing / not cached), ValueError (no tokenizer files)
         raise BackendError(f"cannot load the tokenizer of {model!r} ({path}): {type(exc).__name__}: {exc}") from exc
+
+
+def first_token_rows(tokenizer: Any, conversations: list[Messages], answer_prefix: str) -> list[list[int]]:
+    """Token ids of chat prompts with the generation prompt and the answer's opening text: where the first
+    identifier goes."""
+    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) + answer_prefix
+             for c in conversations]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def single_token_ids(tokenizer: Any, answer_prefix: str, identifiers: list[str], model: str) -> list[int]:
+    """Each identifier's token id right after ``answer_prefix`` at the start of an answer; a BackendError naming
+    the identifiers this tokenizer does not keep as one token there (their logits would not rank them)."""
+    head = tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                         tokenize=False) + answer_prefix
+    base = tokenizer(head, add_special_tokens=False)["input_ids"]
+    ids, split = [], []
+    for ident in identifiers:
+        row = tokenizer(head + ident, add_special_tokens=False)["input_ids"]
+        if len(row) != len(base) + 1 or row[:-1] != base:
+            split.append(ident)
+        else:
+            ids.append(row[-1])
+    if split:
+        raise BackendError(f"model {model!r}: the identifiers {split} are not one token each after "
+                           f"{answer_prefix!r} in its tokenizer, so first mode cannot rank by their logits; "
+                           "use a template with single-token identifiers (identifiers: letters), or reasoning mode")
+    if len(set(ids)) != len(ids):
+        raise BackendError(f"model {model!r}: two identifiers share a token id in its tokenizer")
+    return ids

@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import openai
 
-from rearank_core.backends.base import Completion
+from rearank_core.backends.base import Completion, IdentifierScores
 from rearank_core.errors import BackendError
 from rearank_core.records import Messages
+
+TOP_LOGPROBS_CAP = 20  # the OpenAI API's maximum top_logprobs; it bounds a first-mode window over this backend
 
 
 class OpenAIBackend:
@@ -127,6 +129,55 @@ class OpenAIBackend:
             finish_reason="length" if choices[0].get("finish_reason") == "length" else "stop",
             latency_s=latency,
         )
+
+    def score_identifiers(self, prompts: list[Messages], answer_prefix: str,
+                          identifiers: list[str]) -> list[IdentifierScores]:
+        """First mode over Chat Completions: a few greedy tokens with ``top_logprobs``; the position after the
+        answer's opening text (``answer_prefix``) holds the identifiers' log-probabilities. The API cannot end the
+        prompt inside the answer, so the server's own first tokens are read past; an identifier outside the
+        server's top_logprobs there has none (it keeps its input order after the others)."""
+        if len(identifiers) > TOP_LOGPROBS_CAP:
+            raise BackendError(f"first mode over an OpenAI-compatible server reads top_logprobs, which the OpenAI "
+                               f"API caps at {TOP_LOGPROBS_CAP} (many hosts do too): a window of "
+                               f"{len(identifiers)} passages cannot be scored; use --window {TOP_LOGPROBS_CAP} "
+                               "or less")
+        return [self._score_one(messages, answer_prefix, identifiers) for messages in prompts]
+
+    def _score_one(self, messages: Messages, answer_prefix: str, identifiers: list[str]) -> IdentifierScores:
+        self._attempts.n = 0
+        start = time.perf_counter()
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=self.model, messages=messages,  # type: ignore[arg-type]
+                extra_body=self._extra_body, logprobs=True, top_logprobs=TOP_LOGPROBS_CAP,
+                **{self._limit_field: len(answer_prefix) + 2}, **self._sampling)
+        except openai.APITimeoutError as e:
+            raise self._error(f"timed out (timeout {self.timeout_s:g} s per attempt)") from e
+        except openai.APIConnectionError as e:
+            raise self._error(f"could not connect ({e.__cause__ or e})") from e
+        except openai.APIStatusError as e:
+            raise self._error(f"HTTP {e.status_code}: {_snippet(e.response.text)}") from e
+        latency = time.perf_counter() - start
+        try:
+            body = raw.http_response.json()
+            content = body["choices"][0]["logprobs"]["content"]
+            usage = body.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise self._error(f"no logprobs in the response (does the server return top_logprobs?): "
+                              f"{_snippet(raw.http_response.text)}") from e
+        logprobs = [float("-inf")] * len(identifiers)
+        position = {ident: i for i, ident in enumerate(identifiers)}
+        said = ""
+        for token in content:
+            if said.strip() == answer_prefix.strip():  # the answer's first identifier goes here
+                for alternative in token.get("top_logprobs") or []:
+                    i = position.get(str(alternative.get("token", "")).strip())
+                    if i is not None:
+                        logprobs[i] = max(logprobs[i], float(alternative["logprob"]))
+                break
+            said += str(token.get("token", ""))
+        return IdentifierScores(logprobs=logprobs, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                latency_s=latency)
 
     def _error(self, what: str) -> BackendError:
         attempts = getattr(self._attempts, "n", 0)

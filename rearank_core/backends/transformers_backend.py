@@ -10,11 +10,14 @@ from pathlib import Path
 from rearank_core.backends.adapters import load_causal_lm, tokenizer_source
 from rearank_core.backends.base import (
     Completion,
+    IdentifierScores,
     check_call,
+    first_token_rows,
     hf_chat_ids,
     hf_count_tokens,
     hf_truncate,
     local_model,
+    single_token_ids,
 )
 from rearank_core.backends.transformers_engine import (
     Decoder,
@@ -77,6 +80,7 @@ class TransformersBackend:
         self.decoder = Decoder(self.model, tok, self.device, stop_strings=stop_strings,
                                      min_new_tokens=min_new_tokens, engine=engine)
         self.engine = self.decoder.engine
+        self._identifier_ids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
     def count_tokens(self, text: str) -> int | None:
         return hf_count_tokens(self._tokenizer(), text)
@@ -115,6 +119,36 @@ class TransformersBackend:
             for prompt_ids, (ids, reason) in zip(rows, outs):
                 results.append(Completion(text=self.decoder.text(ids), prompt_tokens=len(prompt_ids),
                                           completion_tokens=len(ids), finish_reason=reason, latency_s=latency))
+        return results
+
+    def identifier_token_ids(self, answer_prefix: str, identifiers: list[str]) -> list[int]:
+        """The token id of each identifier where the answer's first identifier goes (after the generation prompt
+        and ``answer_prefix``); a BackendError naming those that are not one token there."""
+        key = (answer_prefix, tuple(identifiers))
+        if key not in self._identifier_ids:
+            self._identifier_ids[key] = single_token_ids(self._tokenizer(), answer_prefix, identifiers,
+                                                         self.model_name)
+        return self._identifier_ids[key]
+
+    def score_identifiers(self, prompts: list[Messages], answer_prefix: str,
+                          identifiers: list[str]) -> list[IdentifierScores]:
+        check_call(self.name, self.model, 1)
+        wanted = self.identifier_token_ids(answer_prefix, identifiers)  # checked even for no prompts
+        if not prompts:
+            return []
+        results: list[IdentifierScores] = []
+        for start in range(0, len(prompts), self.max_batch_size):
+            chunk = prompts[start:start + self.max_batch_size]
+            started = time.perf_counter()
+            rows = first_token_rows(self.tokenizer, chunk, answer_prefix)
+            try:
+                scores = self.decoder.next_token_logprobs(rows, wanted)
+            except Exception as exc:
+                raise BackendError(f"scoring with model {self.model_name!r} failed: {type(exc).__name__}: {exc}") \
+                    from exc
+            latency = time.perf_counter() - started
+            results.extend(IdentifierScores(logprobs=row, prompt_tokens=len(ids), latency_s=latency)
+                           for ids, row in zip(rows, scores))
         return results
 
     def close(self) -> None:

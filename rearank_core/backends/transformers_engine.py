@@ -177,6 +177,29 @@ class Decoder:
             return self._generate_loop(rows, max_new_tokens)
         return self._generate_hf(rows, max_new_tokens)
 
+    def next_token_logprobs(self, rows: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        """Log-probabilities of ``token_ids`` as the token after each row: one forward pass, no decoding (first
+        mode). The ``loop`` engine runs each row on its own (no padding: SDPA's causal flash kernel) and applies
+        the LM head to the last position only; ``generate`` pads the batch and keeps one position's logits."""
+        import torch
+
+        wanted = torch.tensor(token_ids, device=self.device)
+        scores = []
+        with torch.inference_mode():
+            if self.engine == "loop":
+                decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+                for ids in rows:
+                    hidden = decoder(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[0, -1]
+                    scores.append(head(hidden).float().log_softmax(-1)[wanted].tolist())
+            else:
+                pad = self.tokenizer.pad_token_id
+                width = max(len(r) for r in rows)
+                ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+                scores = logits.float().log_softmax(-1)[:, wanted].tolist()
+        return scores
+
     def _stop_hit(self, ids: list[int]) -> bool:
         """Whether the newest token completed a stop string (only the tail is decoded)."""
         tail = self.tokenizer.decode(ids[-self._stop_window:], skip_special_tokens=True)

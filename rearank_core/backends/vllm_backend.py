@@ -10,15 +10,19 @@ from pathlib import Path
 
 from rearank_core.backends.base import (
     Completion,
+    IdentifierScores,
     check_call,
+    first_token_rows,
     hf_count_tokens,
     hf_truncate,
     local_model,
+    single_token_ids,
 )
 from rearank_core.errors import BackendError
 from rearank_core.records import Messages
 
 INSTALL_HINT = "install the vllm extra: pip install 'rearank[vllm]'"
+FIRST_MAX_WINDOW = 26  # first mode's largest window (identifiers [A]..[Z]): the log-probabilities one call returns
 
 
 class VLLMBackend:
@@ -39,7 +43,9 @@ class VLLMBackend:
         self._configure(model, batch_size, stop_strings)
         self.path = local_model(model, cache_dir)
         kwargs = {"model": self.path, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
-                  "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True, "seed": seed}
+                  "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True, "seed": seed,
+                  # first mode: the identifiers' log-probabilities after allowed_token_ids, a window's worth
+                  "logprobs_mode": "processed_logprobs", "max_logprobs": FIRST_MAX_WINDOW}
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         try:
@@ -95,6 +101,37 @@ class VLLMBackend:
                 completion_tokens=len(out.token_ids),
                 finish_reason="length" if out.finish_reason == "length" else "stop",
                 latency_s=latency))
+        return results
+
+    def score_identifiers(self, prompts: list[Messages], answer_prefix: str,
+                          identifiers: list[str]) -> list[IdentifierScores]:
+        """First mode: one token per prompt (the prompt ends inside the answer, after ``answer_prefix``),
+        restricted to the identifiers' tokens, with their log-probabilities. The engine this backend builds
+        returns them after that restriction (``logprobs_mode="processed_logprobs"``); over another engine (the
+        colocated GRPO one) raw log-probabilities come back, and an identifier outside the top ones has none."""
+        wanted = single_token_ids(self._tokenizer(), answer_prefix, identifiers, self.model_name)
+        if not prompts:
+            return []
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        rows = first_token_rows(self._tokenizer(), prompts, answer_prefix)
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=len(wanted), allowed_token_ids=wanted)
+        started = time.perf_counter()
+        try:
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM scoring with model {self.model_name!r} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        latency = time.perf_counter() - started
+        if len(outputs) != len(prompts):
+            raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        results = []
+        for row, request in zip(rows, outputs):
+            first = (request.outputs[0].logprobs or [{}])[0]
+            results.append(IdentifierScores(
+                logprobs=[first[t].logprob if t in first else float("-inf") for t in wanted],
+                prompt_tokens=len(row), latency_s=latency))
         return results
 
     def _tokenizer(self) -> object:

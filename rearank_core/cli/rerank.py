@@ -24,7 +24,9 @@ from rearank_core.cli.options import (
     BatchSizeOpt,
     ConcurrencyOpt,
     DtypeOpt,
+    FirstPromptOpt,
     MaxNewTokensOpt,
+    ModeOpt,
     ModelOpt,
     PromptOpt,
     ReasoningModelOpt,
@@ -52,7 +54,9 @@ def rerank(
     top_k: TopKOpt = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    mode: ModeOpt = None,
     prompt: PromptOpt = None,
+    first_prompt: FirstPromptOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     batch_size: BatchSizeOpt = None,
     dtype: DtypeOpt = None,
@@ -72,8 +76,8 @@ def rerank(
 ) -> None:
     """Rerank candidates with a listwise LLM over sliding windows."""
     p = start(params, quiet)
-    cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, prompt=prompt,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
+    cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, mode=mode,
+                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
                         truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
                         retries=retries, reasoning_model=reasoning_model)
     tracking = override(p.tracking, "tracking", enabled=track)
@@ -96,6 +100,7 @@ def evaluate_model(
     label: Annotated[str, typer.Option(help="name of this model's results: <suite.metrics>/<suite>/<label>.json")] = "model",
     suite: Annotated[str | None, typer.Option(help="a suite of params.yaml's suites (default: params suite.name)")] = None,
     backend: BackendOpt = None,
+    mode: ModeOpt = None,
     base_url: BaseUrlOpt = None,
     batch_size: BatchSizeOpt = None,
     track: TrackOpt = None,
@@ -104,7 +109,7 @@ def evaluate_model(
 ) -> None:
     """Rerank and score every dataset of a suite with one model, next to its first stage on the same queries."""
     p = start(params, quiet)
-    cfg = rerank_config(p.rerank, model=model, backend=backend, base_url=base_url, batch_size=batch_size)
+    cfg = rerank_config(p.rerank, model=model, backend=backend, mode=mode, base_url=base_url, batch_size=batch_size)
     tracking = override(p.tracking, "tracking", enabled=track)
     chosen = p.evaluation_suite(suite, option="--suite")
     from rearank_core.io.reports import NOT_EVALUATED

@@ -16,7 +16,9 @@ from rearank_core.cli.options import (
     BatchSizeOpt,
     ConcurrencyOpt,
     DtypeOpt,
+    FirstPromptOpt,
     MaxNewTokensOpt,
+    ModeOpt,
     ModelOpt,
     PromptOpt,
     ReasoningModelOpt,
@@ -67,7 +69,9 @@ def serve(
     top_k: TopKOpt = None,
     backend: BackendOpt = None,
     model: ModelOpt = None,
+    mode: ModeOpt = None,
     prompt: PromptOpt = None,
+    first_prompt: FirstPromptOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     batch_size: BatchSizeOpt = None,
     dtype: DtypeOpt = None,
@@ -83,8 +87,8 @@ def serve(
 ) -> None:
     """Serve a rerank HTTP API (POST /v1/rerank, the Cohere / Jina shape) until Ctrl-C."""
     p = start(params, quiet)
-    cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, prompt=prompt,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
+    cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, mode=mode,
+                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
                         truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
                         retries=retries, reasoning_model=reasoning_model)
     for option, value in (("--max-documents", max_documents), ("--max-document-chars", max_document_chars),

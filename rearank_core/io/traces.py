@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import IO
 
@@ -13,12 +14,13 @@ from rearank_core.records import WindowTrace
 
 def read_traces(path: str | Path) -> list[WindowTrace]:
     names = WindowTrace.__slots__  # type: ignore[attr-defined]
+    required = [f.name for f in fields(WindowTrace) if f.default is MISSING]
     traces = []
     for number, obj in iter_jsonl(path):
-        missing = [n for n in names if n not in obj]
+        missing = [n for n in required if n not in obj]
         if missing:
             raise InputError("missing", path, number, missing[0])
-        traces.append(WindowTrace(**{n: obj[n] for n in names}))
+        traces.append(WindowTrace(**{n: obj[n] for n in names if n in obj}))
     return traces
 
 

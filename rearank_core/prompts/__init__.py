@@ -21,6 +21,8 @@ from rearank_core.records import Messages
 HERE = Path(__file__).resolve().parent
 BUILTIN = tuple(sorted(p.stem for p in HERE.glob("*.yaml")))
 _IDENTIFIER = re.compile(r"\[(\d+)\]")
+_LETTER_IDENTIFIER = re.compile(r"\[([A-Z])\]")
+LETTERS = tuple(chr(c) for c in range(ord("A"), ord("Z") + 1))  # FIRST's identifiers: one token each in most vocabularies
 
 # field -> (placeholders allowed, placeholders required)
 _FIELDS: dict[str, tuple[set[str], set[str]]] = {
@@ -31,9 +33,10 @@ _FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "passage_reply": ({"rank"}, set()),
     "suffix": ({"num", "query"}, set()),
 }
-_META = {"name", "description", "layout", "answer_format", "truncate"}
+_META = {"name", "description", "layout", "answer_format", "truncate", "identifiers", "answer_prefix"}
 LAYOUTS = ("multi_turn", "single_turn")
 ANSWER_FORMATS = ("plain", "think_answer")
+IDENTIFIERS = ("numbers", "letters")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,12 @@ class PromptTemplate:
     prefix_reply: str = ""
     passage_reply: str = ""
     description: str = ""
+    identifiers: str = "numbers"  # numbers: [1]..[n]; letters: [A]..[Z] (first mode: one token each)
+    answer_prefix: str = ""  # what the answer starts with before its first identifier ("[" for "[B] > [A]")
+
+    def identifier(self, rank: int) -> str:
+        """The label of the ``rank``-th passage (1-based) as the prompt writes it between brackets."""
+        return LETTERS[rank - 1] if self.identifiers == "letters" else str(rank)
 
     def with_truncation(self, unit: str | None = None, length: int | None = None) -> PromptTemplate:
         t = Truncation(unit or self.truncate.unit, length if length is not None else self.truncate.length)
@@ -117,6 +126,10 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
         for key in ("prefix", "prefix_reply", "passage_reply"):
             if not raw.get(key):
                 raise InputError("a multi_turn template needs the opening turn and the assistant's replies", path, field=key)
+    if raw.get("identifiers", "numbers") not in IDENTIFIERS:
+        raise InputError(f"must be one of {', '.join(IDENTIFIERS)}", path, field="identifiers")
+    if not isinstance(raw.get("answer_prefix", ""), str):
+        raise InputError("expected a string", path, field="answer_prefix")
     trunc = raw.get("truncate") or {}
     if not isinstance(trunc, dict):
         raise InputError("expected a mapping {unit, length}", path, field="truncate")
@@ -124,13 +137,16 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
     _check_truncation(truncation, path)
     fields = {k: raw.get(k, "") for k in _FIELDS}
     return PromptTemplate(name=raw["name"], layout=raw["layout"], answer_format=raw["answer_format"],
-                          truncate=truncation, description=raw.get("description", ""), **fields)
+                          truncate=truncation, description=raw.get("description", ""),
+                          identifiers=raw.get("identifiers", "numbers"), answer_prefix=raw.get("answer_prefix", ""),
+                          **fields)
 
 
-def clean_passage(text: str) -> str:
-    """Fix mojibake, collapse whitespace, and rewrite ``[n]`` to ``(n)`` so passage text can never be mistaken
-    for a passage identifier in the answer."""
-    return _IDENTIFIER.sub(r"(\1)", " ".join(ftfy.fix_text(text).split()))
+def clean_passage(text: str, letters: bool = False) -> str:
+    """Fix mojibake, collapse whitespace, and rewrite ``[n]`` (with ``letters``, ``[A]`` too) to ``(n)`` so passage
+    text can never be mistaken for a passage identifier in the answer."""
+    text = _IDENTIFIER.sub(r"(\1)", " ".join(ftfy.fix_text(text).split()))
+    return _LETTER_IDENTIFIER.sub(r"(\1)", text) if letters else text
 
 
 Tokenizer = Callable[[str, int], str]  # (text, max tokens) -> truncated text
@@ -148,10 +164,14 @@ def truncate(text: str, t: Truncation, tokenizer: Tokenizer | None = None) -> st
 
 
 def render(template: PromptTemplate, query: str, passages: list[str], tokenizer: Tokenizer | None = None) -> Messages:
-    """Chat messages for one window; passages are numbered [1]..[n] in the given order."""
+    """Chat messages for one window; passages are labelled [1]..[n] (letter templates: [A]..) in the given order."""
     num = len(passages)
+    letters = template.identifiers == "letters"
+    if letters and num > len(LETTERS):
+        raise InputError(f"template {template.name!r} labels passages [A]..[Z]: at most {len(LETTERS)} per window, "
+                         f"got {num}", field="window")
     query = " ".join(query.split())
-    cut = [truncate(clean_passage(p), template.truncate, tokenizer) for p in passages]
+    cut = [truncate(clean_passage(p, letters), template.truncate, tokenizer) for p in passages]
     messages: Messages = []
     if template.system:
         messages.append({"role": "system", "content": template.system})
@@ -161,11 +181,13 @@ def render(template: PromptTemplate, query: str, passages: list[str], tokenizer:
         messages.append({"role": "user", "content": prefix})
         messages.append({"role": "assistant", "content": template.prefix_reply})
         for rank, content in enumerate(cut, start=1):
-            messages.append({"role": "user", "content": template.passage.format(rank=rank, content=content)})
-            messages.append({"role": "assistant", "content": template.passage_reply.format(rank=rank)})
+            label = template.identifier(rank)
+            messages.append({"role": "user", "content": template.passage.format(rank=label, content=content)})
+            messages.append({"role": "assistant", "content": template.passage_reply.format(rank=label)})
         messages.append({"role": "user", "content": suffix})
     else:
-        lines = [template.passage.format(rank=rank, content=content) for rank, content in enumerate(cut, start=1)]
+        lines = [template.passage.format(rank=template.identifier(rank), content=content)
+                 for rank, content in enumerate(cut, start=1)]
         body = "\n".join(part for part in (prefix, "\n".join(lines), suffix) if part)
         messages.append({"role": "user", "content": body})
     return messages

@@ -1,4 +1,6 @@
-"""Listwise reranking: sliding windows per query, scheduled across queries onto a backend.
+"""Listwise reranking: sliding windows per query, scheduled across queries onto a backend. In reasoning mode each
+window's completion is parsed for its permutation; in first mode (FIRST) the window is ordered by the
+log-probabilities of its identifiers as the answer's first token, one forward pass and no decoding.
 
 Every query's next window is queued the moment its previous one finishes, and the backend is kept as
 full as it allows: ``max_batch_size`` windows per call, ``max_parallel_calls`` calls in flight. Traces
@@ -6,6 +8,7 @@ are appended and flushed as windows finish, so an interrupted run resumes from i
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -13,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rearank_core.backends.base import Backend, Completion
+from rearank_core.backends.base import Backend, Completion, IdentifierScores
 from rearank_core.backends.registry import make_backend
 from rearank_core.config import RerankConfig, validated
 from rearank_core.errors import BackendError, InputError
 from rearank_core.io.traces import read_traces, write_trace
 from rearank_core.progress import progress_bar
-from rearank_core.prompts import PromptTemplate, load_template, render
+from rearank_core.prompts import LETTERS, PromptTemplate, load_template, render
 from rearank_core.prompts.parsing import OK, REPAIRED, parse_window
 from rearank_core.records import Messages, Request, Result, WindowTrace
 from rearank_core.rerank.summary import RerankSummary
@@ -55,13 +58,22 @@ class Reranker:
                  template: PromptTemplate | None = None):
         self.config = validated(config or RerankConfig(), "rerank")
         check_window(self.config.window, self.config.step)
-        self.template = (template or load_template(self.config.prompt)).with_truncation(
+        self.template = (template or load_template(self.config.template)).with_truncation(
             self.config.truncate_unit, self.config.truncate_length)
+        self.first = self.config.mode == "first"
+        if self.first and self.template.identifiers == "letters" and self.config.window > len(LETTERS):
+            raise InputError(f"first mode's template {self.template.name!r} labels passages [A]..[Z]: a window holds "
+                             f"at most {len(LETTERS)}, got {self.config.window}", field="window")
+        # First mode scores every window against the identifiers of a full one (a shorter window reads its own).
+        self.identifiers = [self.template.identifier(rank) for rank in range(1, self.config.window + 1)] \
+            if self.first else []
         if backend is None:
             backend = make_backend(self.config, stop_strings=("</answer>",) if self.template.answer_format == "think_answer" else ())
         if self.template.truncate.unit == "tokens" and not backend.has_tokenizer:
             raise InputError(f"prompt {self.template.name!r} truncates passages in tokens, but the {backend.name} "
                              "backend has no tokenizer: use --truncate-unit chars or words", field="truncate_unit")
+        if self.first:  # an empty call checks the identifiers (one token each, within the backend's limits)
+            backend.score_identifiers([], self.template.answer_prefix, self.identifiers)
         self.backend = backend
 
     def prompt_for(self, request: Request, start: int, end: int, ranking: list | None = None) -> Messages:
@@ -81,6 +93,23 @@ class Reranker:
             completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
             latency_s=round(completion.latency_s, 4), completion=completion.text,
         )
+        state.record(trace)
+        return trace
+
+    def _apply_first(self, state: _QueryState, scores: IdentifierScores) -> WindowTrace:
+        """First mode: the window's passages by their identifiers' log-probabilities, highest first; identifiers
+        the backend returned none for keep their input order after the others (counted as missing)."""
+        start, end = state.spans[state.next_window]
+        window = state.ranking[start:end]
+        logprobs = [lp if math.isfinite(lp) else None for lp in scores.logprobs[:len(window)]]
+        order = sorted(range(len(window)), key=lambda i: (logprobs[i] is None, -(logprobs[i] or 0.0), i))
+        missing = sum(lp is None for lp in logprobs)
+        trace = WindowTrace(
+            qid=state.request.query.qid, window=state.next_window, start=start, end=end,
+            docids=[c.docid for c in window], order=order, status=REPAIRED if missing else OK, duplicates=0,
+            out_of_range=0, missing=missing, strict_format=False, prompt_tokens=scores.prompt_tokens,
+            completion_tokens=0, finish_reason="stop", latency_s=round(scores.latency_s, 4), completion="",
+            logprobs=logprobs)
         state.record(trace)
         return trace
 
@@ -142,15 +171,20 @@ class Reranker:
                     while ready and len(in_flight) < max(1, backend.max_parallel_calls):
                         batch = [ready.popleft() for _ in range(min(max(1, backend.max_batch_size), len(ready)))]
                         prompts = [self.prompt_for(s.request, *s.spans[s.next_window], ranking=s.ranking) for s in batch]
-                        in_flight[pool.submit(backend.complete, prompts, self.config.max_new_tokens)] = batch
+                        call = (pool.submit(backend.score_identifiers, prompts, self.template.answer_prefix,
+                                            self.identifiers) if self.first
+                                else pool.submit(backend.complete, prompts, self.config.max_new_tokens))
+                        in_flight[call] = batch
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
                         batch = in_flight.pop(future)
-                        completions = future.result()
-                        if len(completions) != len(batch):
-                            raise BackendError(f"backend {backend.name} returned {len(completions)} completions for {len(batch)} prompts")
-                        for state, completion in zip(batch, completions):
-                            trace = self._apply(state, completion)
+                        answers = future.result()
+                        if len(answers) != len(batch):
+                            what = "scored windows" if self.first else "completions"
+                            raise BackendError(f"backend {backend.name} returned {len(answers)} {what} for "
+                                               f"{len(batch)} prompts")
+                        for state, answer in zip(batch, answers):
+                            trace = self._apply_first(state, answer) if self.first else self._apply(state, answer)
                             if sink is not None:
                                 write_trace(sink, trace)
                             done += 1

@@ -39,18 +39,19 @@ def rerank_stage(candidates: str | Path, run_out: str | Path, cfg: RerankConfig,
     reranker = reranker or Reranker(cfg)
     if traces_out is not None:
         # Traces are replayed only by the job that wrote them: a changed setting, prompt template (its contents, as
-        # loaded), candidates file or model (a retrained checkpoint in the same folder) starts them afresh. The embedded model is fixed by its package.
+        # loaded), candidates file or model (a retrained checkpoint in the same folder) starts them afresh. The
+        # embedded model is fixed by its package.
         model = None if is_embedded(cfg.model) else resolve_model(cfg.model, Path(cfg.model_cache))
-        identity = job_identity({"rerank": asdict(cfg), "template": asdict(load_template(cfg.prompt)), "limit": limit},
+        identity = job_identity({"rerank": asdict(cfg), "template": asdict(load_template(cfg.template)), "limit": limit},
                                 local_inputs(candidates, model))
         resume = claim(f"{traces_out}.job", identity, [traces_out] if resume else []) and resume
-    log.info("reranking the top-%d of %d queries from %s with model %r (%s backend, prompt %s)", cfg.top_k,
-             len(requests), candidates, cfg.model, cfg.backend, cfg.prompt)
+    log.info("reranking the top-%d of %d queries from %s with model %r (%s backend, %s mode, prompt %s)", cfg.top_k,
+             len(requests), candidates, cfg.model, cfg.backend, cfg.mode, cfg.template)
     with stage_run(tracking, f"rerank{'-' + name if name else ''}") as tracked:
         tracked.params({**asdict(cfg), "candidates": str(candidates), "limit": limit or "", "dataset": name})
         results, summary = reranker.rerank(requests, traces_path=traces_out, resume=resume,
                                            show_progress=show_progress)
-        write_run(run_out, results_to_run(results), tag=f"rearank-{cfg.prompt}")
+        write_run(run_out, results_to_run(results), tag=f"rearank-{cfg.template}")
         report = summary.to_dict()
         if summary_out is not None:
             write_json(summary_out, report)
