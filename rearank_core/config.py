@@ -275,6 +275,15 @@ class SFTTrainConfig(TrainerKnobs):
                                                                         "constant_with_warmup"))
     max_length: int = knob(4096, "longest record in tokens; a longer one is an error naming it, never dropped",
                            min=16)
+    objective: str = knob("generation", "generation: LM loss on the teacher's completions (SFT records); first: "
+                                        "FIRST's LM loss on the gold order's identifiers + weighted RankNet on the "
+                                        "first identifier's logits (window records)",
+                          choices=("generation", "first"), option="--objective")
+    first_prompt: str = knob("first", "objective first: the letters template windows are rendered with (the "
+                                      "reranker's rerank.first_prompt)")
+    ranknet_weight: float = knob(10.0, "objective first: RankNet's weight beside the LM loss (FIRST's reference "
+                                       "code, gangiswag/llm-reranker train_ranking.py: 10.0 with weighted RankNet)",
+                                 min=0)
 
 
 @dataclass
@@ -427,6 +436,11 @@ class TrainJob:
     untrained: str = knob("embedded", "the untrained model the trained one is compared with (the base LLM)")
     registered: str = knob("metrics/registry/registered.json", "the registry's state after registering (output)")
     promoted: str = knob("metrics/registry/promoted.json", "the registry's state and the gate's decision (output)")
+    first_dir: str = knob("work/train/first", "rearank train sft --objective first: checkpoints and the final model "
+                                              "(output)")
+    first_metrics: str = knob("metrics/train/first.json", "FIRST training figures JSON (output)")
+    first_history: str = knob("metrics/train/first_history.csv", "FIRST training per-step log CSV: loss, RankNet "
+                                                                  "loss (output)")
 
 
 @dataclass

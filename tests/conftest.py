@@ -36,7 +36,8 @@ for key, value in {
 # pytest-xdist workers, a module to a worker (--dist loadfile, in collection order): started first, the long
 # modules run beside each other and the short ones fill in, so both workers end together.
 LONGEST_FIRST = ("test_topology.py", "test_pipeline.py", "test_memory.py", "test_mlops_pipeline.py",
-                 "test_deployments.py", "test_supervise.py", "test_registry.py", "test_dvc.py")
+                 "test_deployments.py", "test_supervise.py", "test_registry.py", "test_dvc.py",
+                 "test_first_training.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -145,3 +145,11 @@ def single_token_ids(tokenizer: Any, answer_prefix: str, identifiers: list[str],
     if len(set(ids)) != len(ids):
         raise BackendError(f"model {model!r}: two identifiers share a token id in its tokenizer")
     return ids
+
+
+def prefix_token_count(tokenizer: Any, answer_prefix: str) -> int:
+    """How many tokens ``answer_prefix`` takes at the start of an answer (after the generation prompt)."""
+    head = tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                         tokenize=False)
+    return len(tokenizer(head + answer_prefix, add_special_tokens=False)["input_ids"]) - \
+        len(tokenizer(head, add_special_tokens=False)["input_ids"])

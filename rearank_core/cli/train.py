@@ -32,9 +32,9 @@ G = {k: f"{v} (default: params grpo.{k})" for k, v in field_help(GRPOTrainConfig
 
 
 def _paths(p: Params, records: Path | None, output: Path | None, metrics_out: Path | None, history_out: Path | None,
-           kind: str) -> tuple[Path, Path, Path, Path]:
+           kind: str, records_key: str | None = None) -> tuple[Path, Path, Path, Path]:
     """Records, output folder, metrics file and per-step log, or their ``data_job`` / ``train_job`` defaults."""
-    return (job_path(records, p, "data_job", kind, "--records"),
+    return (job_path(records, p, "data_job", records_key or kind, "--records"),
             job_path(output, p, "train_job", f"{kind}_dir", "--output"),
             job_path(metrics_out, p, "train_job", f"{kind}_metrics", "--metrics-out"),
             job_path(history_out, p, "train_job", f"{kind}_history", "--history-out"))
@@ -43,10 +43,15 @@ def _paths(p: Params, records: Path | None, output: Path | None, metrics_out: Pa
 @train_app.command()
 @user_errors
 def sft(
-    records: Annotated[Path | None, typer.Option(help="SFT records JSONL (default: params data_job.sft)")] = None,
-    output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.sft_dir)")] = None,
-    metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.sft_metrics)")] = None,
-    history_out: Annotated[Path | None, typer.Option(help="per-step log CSV (default: params train_job.sft_history)")] = None,
+    records: Annotated[Path | None, typer.Option(help="SFT records JSONL (default: params data_job.sft; objective "
+                                                      "first: window records, data_job.windows)")] = None,
+    output: Annotated[Path | None, typer.Option(help="checkpoints and final model (default: params train_job.sft_dir"
+                                                     "; objective first: train_job.first_dir)")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="figures JSON (default: params train_job.sft_metrics; "
+                                                          "objective first: train_job.first_metrics)")] = None,
+    history_out: Annotated[Path | None, typer.Option(help="per-step log CSV (default: params train_job.sft_history;"
+                                                          " objective first: train_job.first_history)")] = None,
+    objective: Annotated[str | None, typer.Option(help=S["objective"])] = None,
     model: Annotated[str | None, typer.Option(help=S["model"])] = None,
     limit: Annotated[int | None, typer.Option(help=S["limit"])] = None,
     epochs: Annotated[float | None, typer.Option(help=S["epochs"])] = None,
@@ -59,13 +64,16 @@ def sft(
     """Cold-start SFT on teacher records with TRL's SFTTrainer; rerun to resume from the last checkpoint."""
     p = start(params, quiet)
     cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
-                   learning_rate=learning_rate, lora=lora)
-    records, output, metrics_out, history_out = _paths(p, records, output, metrics_out, history_out, "sft")
+                   learning_rate=learning_rate, lora=lora, objective=objective)
+    first = cfg.objective == "first"
+    records, output, metrics_out, history_out = _paths(p, records, output, metrics_out, history_out,
+                                                       "first" if first else "sft", "windows" if first else None)
     from rearank_core.stages.train import train_sft_stage
 
     figures = train_sft_stage(records, output, cfg, p.tracking, p.rerank.model_cache, metrics_out, history_out)
-    err.print(f"SFT: {figures['records']} records, {figures['steps']} steps, loss {figures['train_loss']:.4f}, "
-              f"{figures['train_runtime_s']} s; model saved to {output} (rearank rerank --model {output})")
+    use = f"rearank rerank{' --mode first' if first else ''} --model {output}"
+    err.print(f"SFT{' (FIRST objective)' if first else ''}: {figures['records']} records, {figures['steps']} steps, loss "
+              f"{figures['train_loss']:.4f}, {figures['train_runtime_s']} s; model saved to {output} ({use})")
 
 
 @train_app.command()

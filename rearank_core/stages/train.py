@@ -58,9 +58,11 @@ def _tracked(tracking: TrackingConfig, stage: str, params: dict[str, Any], metri
 def train_sft_stage(records: str | Path, output_dir: str | Path, cfg: SFTTrainConfig, tracking: TrackingConfig,
                     model_cache: str | Path, metrics_out: str | Path | None = None,
                     history_out: str | Path | None = None) -> dict[str, Any]:
-    """Cold-start SFT; a rerun resumes from the last checkpoint in ``output_dir``."""
+    """Cold-start SFT (objective first: FIRST's, MLflow run ``train-first``); a rerun resumes from the last
+    checkpoint in ``output_dir``."""
     params = {f"sft.{k}": v for k, v in asdict(cfg).items()} | {"records": str(records)}
-    return _tracked(tracking, "train-sft", params, metrics_out, history_out,
+    stage = "train-first" if cfg.objective == "first" else "train-sft"
+    return _tracked(tracking, stage, params, metrics_out, history_out,
                     lambda report_to: run_sft(cfg, records, output_dir, model_cache, report_to))
 
 

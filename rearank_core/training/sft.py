@@ -1,4 +1,5 @@
-"""Cold-start SFT on teacher records with TRL's SFTTrainer, from one config object (``SFTTrainConfig``).
+"""Cold-start SFT on teacher records with TRL's SFTTrainer, from one config object (``SFTTrainConfig``); with
+``objective: first``, FIRST's objective on window records instead (``training.first``).
 
 The records become TRL's conversational prompt-completion rows (the reranker's prompt; the teacher's
 ``<think>…</think><answer>…</answer>``), so the loss falls on the completion only. TRL's CPU traps are set
@@ -14,11 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rearank_core.backends.base import hf_chat_ids
+from rearank_core.backends.adapters import library_deprecations_quiet
+from rearank_core.backends.base import hf_chat_ids, prefix_token_count, single_token_ids
 from rearank_core.config import SFTTrainConfig
 from rearank_core.errors import InputError
-from rearank_core.io.training_data import SFTRecord
-from rearank_core.backends.adapters import library_deprecations_quiet
+from rearank_core.io.training_data import SFTRecord, WindowRecord
+from rearank_core.prompts import load_template
+from rearank_core.records import Messages
+from rearank_core.training.first import first_rows, first_trainer_class
 from rearank_core.training.setup import (
     base_name,
     load_base,
@@ -36,13 +40,14 @@ def sft_rows(records: list[SFTRecord]) -> list[dict[str, Any]]:
     return [{"prompt": r.messages[:-1], "completion": r.messages[-1:]} for r in records]
 
 
-def check_lengths(records: list[SFTRecord], tokenizer: Any, max_length: int, path: str | Path) -> int:
-    """The longest record in tokens; a record past ``max_length`` is an error naming it (never dropped)."""
+def check_lengths(conversations: list[Messages], ids: list[str], tokenizer: Any, max_length: int,
+                  path: str | Path) -> int:
+    """The longest conversation in tokens; one past ``max_length`` is an error naming its record (never dropped)."""
     longest = 0
-    lengths = [len(ids) for ids in hf_chat_ids(tokenizer, [r.messages for r in records], add_generation_prompt=False)]
-    for number, (record, length) in enumerate(zip(records, lengths, strict=True), start=1):
+    lengths = [len(row) for row in hf_chat_ids(tokenizer, conversations, add_generation_prompt=False)]
+    for number, (record_id, length) in enumerate(zip(ids, lengths, strict=True), start=1):
         if length > max_length:
-            raise InputError(f"record {record.id} is {length} tokens, past sft.max_length {max_length}; raise it or "
+            raise InputError(f"record {record_id} is {length} tokens, past sft.max_length {max_length}; raise it or "
                              "shorten the passages", path, number, "messages")
         longest = max(longest, length)
     return longest
@@ -55,9 +60,20 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    records = load_records(records_path, SFTRecord, cfg.limit)
+    first = cfg.objective == "first"
+    records = load_records(records_path, WindowRecord if first else SFTRecord, cfg.limit)
     model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
-    longest = check_lengths(records, tokenizer, cfg.max_length, records_path)
+    if first:
+        template = load_template(cfg.first_prompt)
+        rows = first_rows(records, template)
+        identifiers = [template.identifier(i) for i in range(1, max(len(r["relevance"]) for r in rows) + 1)]
+        first_args = {"identifier_ids": single_token_ids(tokenizer, template.answer_prefix, identifiers, cfg.model),
+                      "prefix_tokens": prefix_token_count(tokenizer, template.answer_prefix),
+                      "ranknet_weight": cfg.ranknet_weight}
+    else:
+        rows = sft_rows(records)
+    longest = check_lengths([r["prompt"] + r["completion"] for r in rows], [r.id for r in records], tokenizer,
+                            cfg.max_length, records_path)
     peft_config = None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
@@ -67,10 +83,12 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
-        report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0)
+        report_to=report_to or "none", disable_tqdm=True, dataloader_num_workers=0,
+        remove_unused_columns=not first)  # first: each row's graded labels reach the collator
     with library_deprecations_quiet():
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(records)),
-                             processing_class=tokenizer, peft_config=peft_config)
+        trainer_class, extra = (first_trainer_class(), first_args) if first else (SFTTrainer, {})
+        trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                processing_class=tokenizer, peft_config=peft_config, **extra)
         resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
         if resume:
             log.info("resuming SFT from %s", resume)
