@@ -76,3 +76,27 @@ def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, t
     with contextlib.chdir(tmp_path):
         again = CliRunner().invoke(cli, command[3:], env={k: env[k] for k in ("MLFLOW_TRACKING_URI", "HF_HOME")})
     assert again.exit_code == 0 and sum(ranking_server.per_query.values()) == asked
+
+
+def test_evaluate_model_in_first_mode_reports_speed_and_no_format_rate(ranking_server, tmp_path: Path,
+                                                                        root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["rerank"].update(backend="openai", base_url=f"http://127.0.0.1:{ranking_server.server_port}/v1",
+                            window=5, step=5, truncate_unit="words", truncate_length=20)
+    params["suite"] = {"name": "tiny", "metrics": str(tmp_path / "metrics"), "work": str(tmp_path / "work"),
+                       "bright_root": None}
+    params["suites"] = [{"name": "tiny", "datasets": [
+        {"name": "dl19", "candidates": str(DL19_CANDIDATES), "qrels": str(DL19_QRELS), "top_k": 10, "queries": 3}]}]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HF_HOME": str(tmp_path / "hf")}
+    with contextlib.chdir(tmp_path):
+        done = CliRunner().invoke(cli, ["evaluate-model", "--model", "served", "--label", "first", "--mode", "first",
+                                        "--params", str(tmp_path / "params.yaml"), "-q"], env=env)
+    assert done.exit_code == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "metrics" / "tiny" / "first.json").read_text())
+    row = report["datasets"]["dl19"]
+    assert report["mode"] == "first" and row["windows"] == 6 and row["windows_per_s"] > 0
+    assert row["format_valid_rate"] is None and row["exact_rate"] is None  # an order from logits is always whole
+    # Every window reversed by the server's log-probabilities, as its reasoning answer reverses query 1's.
+    traces = [json.loads(line) for line in (tmp_path / "work" / "tiny" / "first" / "dl19.traces.jsonl").open()]
+    assert all(t["order"] == [4, 3, 2, 1, 0] and t["completion"] == "" for t in traces)

@@ -38,14 +38,17 @@ from rearank_core.stages.registry import (
 SETTINGS = RerankConfig(window=3, step=2, max_new_tokens=8, truncate_unit="words", truncate_length=20)
 
 
-def report(path: Path, dl19: float | None, format_valid: float = 1.0, suite: str = "tiny", queries: int = 3) -> Path:
+def report(path: Path, dl19: float | None, format_valid: float = 1.0, suite: str = "tiny", queries: int = 3,
+           mode: str | None = None) -> Path:
     """An evaluate-model report with the given nDCG@10 on dl19 (None: dl19 not evaluated) from ``queries`` queries
-    of ``suite``, and a BRIGHT domain that could not be evaluated."""
+    of ``suite`` (in ``mode``; None: a report from before modes), and a BRIGHT domain that could not be
+    evaluated."""
     datasets: dict = {"bright_biology": {"status": "not evaluated", "reason": "BRIGHT documents not found"}}
     if dl19 is not None:
         datasets["dl19"] = {"queries": queries, "top_k": 10, "format_valid_rate": format_valid, "windows": 6,
                             "bm25": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": dl19, "recall@10": 0.2}}
-    path.write_text(json.dumps({"label": "trained", "suite": suite, "datasets": datasets}))
+    path.write_text(json.dumps({"label": "trained", "suite": suite, "datasets": datasets,
+                                **({"mode": mode} if mode else {})}))
     return path
 
 
@@ -57,8 +60,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackingConfig:
 
 
 def register(tiny_dir: Path, tmp_path: Path, tracking: TrackingConfig, dl19: float | None, cfg: RegistryConfig,
-             format_valid: float = 1.0, suite: str = "tiny", queries: int = 3) -> str:
-    path = report(tmp_path / f"report-{dl19}-{format_valid}-{suite}-{queries}.json", dl19, format_valid, suite, queries)
+             format_valid: float = 1.0, suite: str = "tiny", queries: int = 3, mode: str | None = None) -> str:
+    path = report(tmp_path / f"report-{dl19}-{format_valid}-{suite}-{queries}-{mode}.json", dl19, format_valid, suite,
+                  queries, mode)
     state = register_stage(tiny_dir, path, cfg, SETTINGS, tracking, "params.yaml", {"sft": path})
     assert state["registered"] == state["aliases"]["candidate"]
     return state["registered"]
@@ -149,8 +153,15 @@ def test_gate_compares_like_with_like_and_fails_closed(tiny_dir: Path, tmp_path:
     other_suite = register(tiny_dir, tmp_path, store, 0.9, cfg, suite="embedded", queries=43)
     decision = promote_stage(cfg, store, other_suite)
     assert not decision.moved and decision.reason == (
-        f"not comparable: v{other_suite}'s ndcg_at_10_dl19 is from suite embedded (43 queries, top-10), "
-        f"champion v{champion}'s from suite tiny (3 queries, top-10)")
+        f"not comparable: v{other_suite}'s ndcg_at_10_dl19 is from suite embedded (43 queries, top-10, reasoning "
+        f"mode), champion v{champion}'s from suite tiny (3 queries, top-10, reasoning mode)")
+    # The same suite in first mode is another measurement: a FIRST model does not replace a reasoning champion on it.
+    first = register(tiny_dir, tmp_path, store, 0.95, cfg, mode="first")
+    refused = promote_stage(cfg, store, first)
+    assert not refused.moved and "top-10, first mode), champion" in refused.reason
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version("fair", first)
+    assert version.tags["mode"] == "first" and client.get_model_version("fair", champion).tags["mode"] == "reasoning"
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     assert json.loads(client.get_model_version("fair", other_suite).tags[registry.GATE_TAG])["reason"] == decision.reason
     # A champion without the gate metric is kept unless the profile says otherwise.

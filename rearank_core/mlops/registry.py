@@ -214,12 +214,13 @@ def _version(mlflow_client: Any, name: str, version: str) -> Any:
         raise InputError(f"registered model {name!r} has no version {version}", field="--version") from None
 
 
-def evaluation(version: Any, dataset: str) -> tuple[str | None, int | None, int | None]:
-    """The suite, query count and first-stage top-k that produced a version's metrics on ``dataset``."""
+def evaluation(version: Any, dataset: str) -> tuple[str | None, int | None, int | None, str]:
+    """The suite, query count, first-stage top-k and reranking mode that produced a version's metrics on
+    ``dataset`` (a version registered before modes existed ran in reasoning mode)."""
     tags = version.tags or {}
     queries, top_k = tags.get(f"queries_{dataset}"), tags.get(f"top_k_{dataset}")
     return (tags.get("suite"), int(queries) if queries and queries.isdigit() else None,
-            int(top_k) if top_k and top_k.isdigit() else None)
+            int(top_k) if top_k and top_k.isdigit() else None, tags.get("mode", "reasoning"))
 
 
 def _record(mlflow_client: Any, name: str, decision: Decision) -> None:
@@ -242,7 +243,7 @@ def promote(mlflow_client: Any, cfg: RegistryConfig, version: str | None = None)
     """Move ``champion`` to ``version`` (default: the ``candidate``) if it passes the gate, under the model's
     promotion lock. The gate: the metric on the gate's dataset, from at least ``min_queries`` queries (and a
     format-valid rate of at least ``min_format_valid`` when set), at least the champion's plus ``margin``, measured
-    the same way (suite, query count, top-k): numbers from different evaluations are not compared. A candidate
+    the same way (suite, query count, top-k, mode): numbers from different evaluations are not compared. A candidate
     without the metric never passes (not computed is not zero); a champion without it is kept unless
     ``allow_missing_champion_metric``."""
     name = cfg.name
@@ -290,8 +291,8 @@ def _gate(cfg: RegistryConfig, candidate: Any, champion: Any | None) -> Decision
                      "promotes anyway)"))
     elif theirs != measured:
         moved, reason = False, (f"not comparable: v{version}'s {key} is from suite {measured[0]} ({measured[1]} "
-                                f"queries, top-{measured[2]}), champion v{before}'s from suite {theirs[0]} "
-                                f"({theirs[1]} queries, top-{theirs[2]})")
+                                f"queries, top-{measured[2]}, {measured[3]} mode), champion v{before}'s from suite "
+                                f"{theirs[0]} ({theirs[1]} queries, top-{theirs[2]}, {theirs[3]} mode)")
     elif value >= held + cfg.margin:
         moved, reason = True, f"{key} {value:.4f} >= champion v{before}'s {held:.4f} + margin {cfg.margin}"
     else:

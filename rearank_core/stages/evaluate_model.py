@@ -67,15 +67,15 @@ def evaluate_model_stage(label: str, suite: EvalSuite, settings: SuiteConfig, cf
     finally:
         if backend is not None:
             backend.close()
-    report = {"label": label, "model": cfg.model, "suite": suite.name, "datasets": rows}
+    report = {"label": label, "model": cfg.model, "mode": cfg.mode, "suite": suite.name, "datasets": rows}
     out = settings.report(label, suite.name)
     write_json(out, report)
     table = out.with_suffix(".md")
     with atomic_write(table) as handle:
         handle.write(report_markdown(report))
     with stage_run(tracking, f"evaluate-model-{label}") as tracked:
-        tracked.params({"label": label, "model": cfg.model, "suite": suite.name, "window": cfg.window,
-                        "step": cfg.step, "prompt": cfg.prompt})
+        tracked.params({"label": label, "model": cfg.model, "mode": cfg.mode, "suite": suite.name,
+                        "window": cfg.window, "step": cfg.step, "prompt": cfg.template})
         for name, row in rows.items():  # ndcg_at_10_dl19, ...: the registry's tags use the same names
             if row.get("status") == NOT_EVALUATED:
                 tracked.tags({f"not_evaluated_{name}": row["reason"]})
@@ -102,10 +102,12 @@ def _evaluate_dataset(label: str, dataset: EvalDataset, inputs: DatasetInputs, r
     result = evaluate_stage(run, inputs.qrels, eval_cfg, tracking, metrics_out=metrics / f"{dataset.name}.json",
                             name=f"{label}-{dataset.name}")
     stage = str(dataset.first_stage)
+    generated = cfg.mode == "reasoning"  # a first-mode order is always complete: no answer to parse or repair
     row: dict[str, Any] = {
         "first_stage": stage, "queries": len(inputs.requests), "top_k": dataset.top_k, "window": cfg.window,
-        "step": cfg.step, "format_valid_rate": summary.format_valid_rate, "windows": summary.windows,
-        "exact_rate": summary.status[OK] / summary.windows if summary.windows else None,
+        "step": cfg.step, "format_valid_rate": summary.format_valid_rate if generated else None,
+        "windows": summary.windows, "windows_per_s": summary.to_dict()["windows_per_s"],
+        "exact_rate": summary.status[OK] / summary.windows if summary.windows and generated else None,
         stage: first.metrics, "reranked": result.metrics}
     if inputs.excluded_removed is not None:
         row["excluded_removed"] = inputs.excluded_removed

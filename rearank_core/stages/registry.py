@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,8 @@ def _register(staged: Path, model_dir: Path, report_path: Path, report: dict[str
               rerank: RerankConfig, tracking: TrackingConfig, profile: str,
               data_files: dict[str, str | Path] | None) -> dict[str, Any]:
     key = fingerprint(staged, report_path)
-    tags = {"base_model": adapter_base(model_dir) if is_adapter(model_dir) else str(model_dir),
+    rerank = replace(rerank, mode=str(report.get("mode", "reasoning")))  # the mode it was evaluated in runs it
+    tags = {"mode": rerank.mode, "base_model": adapter_base(model_dir) if is_adapter(model_dir) else str(model_dir),
             "model_format": "lora-adapter" if is_adapter(model_dir) else "full", "git_commit": git_commit(),
             "profile": profile, "suite": str(report.get("suite", "")), "evaluated_as": str(report.get("label", "")),
             **{f"data_md5_{name}": file_md5(Path(path)) for name, path in (data_files or {}).items()
