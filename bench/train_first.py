@@ -100,7 +100,8 @@ def main() -> None:
             curve[step] = {"val_ndcg@10": ndcg, "windows_per_s": speed}
             write_json(curve_json, curve)
             print(f"step {step}: held-back DL21 nDCG@10 {ndcg:.4f}", flush=True)
-    losses = {str(row["step"]): row for row in figures["history"] if "loss" in row}
+    with (out / "first_history.csv").open(encoding="utf-8") as handle:
+        losses = {row["step"]: row for row in csv.DictReader(handle) if row.get("loss")}
     with (out / "curve.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss", "ranknet_loss", "val_ndcg@10"])

@@ -91,6 +91,7 @@ def test_first_objective_trains_resumes_and_the_model_ranks_in_first_mode(window
     # Six steps over the same six windows at a large learning rate: the ranking term falls.
     assert steps[-1]["ranknet_loss"] < steps[0]["ranknet_loss"]
     shutil.rmtree(out / "checkpoint-6")
+    (out / "rearank-done.json").unlink()  # as if killed before the end
     again = run_sft(config(tiny_dir, max_steps=6), windows, out, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-5") and again["steps"] == 6
     reranker = Reranker(RerankConfig(mode="first", model=str(out), window=5, step=5, top_k=5, dtype="float32"))

@@ -74,8 +74,12 @@ def test_sft_steps_checkpoints_and_resumes(sft_records: Path, tiny_dir: Path, tm
     assert first["steps"] == 2 and first["records"] == 6 and math.isfinite(first["train_loss"])
     assert first["resumed_from"] == "" and first["dtype"] in ("float32", "bfloat16")
     assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
-    # Killed after its first checkpoint: the same job resumes there.
+    # Run again, the finished job trains nothing (Trainer resumed from its last checkpoint would take a 3rd step).
+    assert run_sft(config(tiny_dir), sft_records, out, tmp_path) == json.loads(json.dumps(first))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    # Killed after its first checkpoint (so never finished): the same job resumes there.
     shutil.rmtree(out / "checkpoint-2")
+    (out / "rearank-done.json").unlink()
     again = run_sft(config(tiny_dir), sft_records, out, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
     # Another job (a changed setting) never continues these checkpoints: it starts afresh and replaces them.
@@ -206,8 +210,9 @@ def test_grpo_steps_log_reward_components_and_resume(records: tuple[Path, Path],
     logged = state["log_history"][0]
     component = {"rearank": "rearank/answer_format", "multiview": "multiview/valid"}[reward]  # the format-valid rate
     assert f"rewards/{reward}/mean" in logged and component in logged and "completions/mean_length" in logged
-    # Killed after its first checkpoint: the same job resumes there.
+    # Killed after its first checkpoint (so never finished): the same job resumes there.
     shutil.rmtree(out / "checkpoint-2")
+    (out / "rearank-done.json").unlink()
     again = run_grpo(job, RewardConfig(), records[1], out, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
 

@@ -29,9 +29,11 @@ from rearank_core.training.rollout import engine_rollout, use_engine
 from rearank_core.backends.adapters import library_deprecations_quiet
 from rearank_core.training.setup import (
     base_name,
+    finished,
     load_base,
     load_records,
     lora_config,
+    record_finished,
     resume_point,
     save_final,
 )
@@ -78,6 +80,11 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
 
     records = load_records(records_path, GRPORecord, cfg.limit)
     check_reference(cfg, model_cache)
+    resume = resume_point(output_dir, {"grpo": asdict(cfg), "rewards": asdict(weights)}, [records_path, cfg.model])
+    done = finished(output_dir)
+    if done is not None:
+        log.info("GRPO already finished in %s (the same job): nothing to train", output_dir)
+        return done
     for warning in constant_terms(cfg.reward, weights.recall_weight, max(len(r.labels) for r in records)):
         log.warning("%s: %s", records_path, warning)
     model, tokenizer, dtype, device, continues = load_base(cfg.model, model_cache, cfg.dtype, cfg.lora)
@@ -104,8 +111,6 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
                               rollout_func=rollout,
                               peft_config=None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha,
                                                                              cfg.lora_dropout))
-        resume = resume_point(output_dir, {"grpo": asdict(cfg), "rewards": asdict(weights)},
-                              [records_path, cfg.model])
         if resume:
             log.info("resuming GRPO from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
@@ -119,5 +124,6 @@ def run_grpo(cfg: GRPOTrainConfig, weights: RewardConfig, records_path: str | Pa
                "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora,
                "rollouts": "engine" if rollout else "trl",
                "history": trainer.state.log_history}
+    record_finished(output_dir, figures)
     log.info("GRPO done: %s", {k: v for k, v in figures.items() if k != "history"})
     return figures

@@ -3,6 +3,8 @@ quiet loading, and where a rerun resumes."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,11 +20,13 @@ from rearank_core.backends.adapters import (
 from rearank_core.backends.base import local_model
 from rearank_core.backends.transformers_engine import pick_dtype
 from rearank_core.errors import InputError
+from rearank_core.io.files import write_json
 from rearank_core.io.jobs import claim, job_identity, local_inputs
 from rearank_core.io.training_data import read_records
 
 T = TypeVar("T")
 JOB_MARKER = "rearank-job.txt"  # the identity of the job whose checkpoints the folder holds
+DONE_MARKER = "rearank-done.json"  # the figures of that job once it finished
 
 
 def load_records(path: str | Path, cls: type[T], limit: int | None) -> list[T]:
@@ -79,15 +83,43 @@ def lora_config(enabled: bool, r: int, alpha: int, dropout: float) -> Any:
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
+def code_digest() -> str:
+    """SHA-256 of the training code and the prompt templates: a job run by other code is another job."""
+    import rearank_core.prompts
+    import rearank_core.training
+
+    digest = hashlib.sha256()
+    for package, pattern in ((rearank_core.training, "*.py"), (rearank_core.prompts, "*.yaml")):
+        folder = Path(package.__file__).parent
+        for path in sorted(folder.glob(pattern)):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def resume_point(output_dir: str | Path, settings: Mapping[str, Any], inputs: list[str | Path]) -> str | None:
     """The newest ``checkpoint-N`` in ``output_dir`` when this same job wrote it (same settings, same bytes of
-    ``inputs``: records, starting model), where a rerun resumes. Another job's checkpoints are removed and None is
-    returned: a fresh start."""
+    ``inputs``: records, starting model; same training code), where a rerun resumes. Another job's checkpoints are
+    removed and None is returned: a fresh start."""
     from transformers.trainer_utils import get_last_checkpoint
 
     output_dir = Path(output_dir)
-    checkpoints = sorted(output_dir.glob("checkpoint-*"))
-    if not claim(output_dir / JOB_MARKER, job_identity(settings, local_inputs(*inputs)), checkpoints):
+    partial = [*sorted(output_dir.glob("checkpoint-*")), output_dir / DONE_MARKER]
+    identity = job_identity({**settings, "code": code_digest()}, local_inputs(*inputs))
+    if not claim(output_dir / JOB_MARKER, identity, partial):
         return None
     return get_last_checkpoint(str(output_dir))
+
+
+def finished(output_dir: str | Path) -> dict[str, Any] | None:
+    """The figures of this job when it already finished in ``output_dir`` (call after ``resume_point``, which
+    removes another job's): a rerun returns them instead of training again, since Trainer resumed from a finished
+    run's last checkpoint trains one step past it."""
+    output_dir = Path(output_dir)
+    done = output_dir / DONE_MARKER
+    saved = any((output_dir / name).is_file() for name in ("adapter_config.json", "config.json"))
+    return json.loads(done.read_text(encoding="utf-8")) if done.is_file() and saved else None
+
+
+def record_finished(output_dir: str | Path, figures: dict[str, Any]) -> None:
+    write_json(Path(output_dir) / DONE_MARKER, figures)
 

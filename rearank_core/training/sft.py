@@ -25,9 +25,11 @@ from rearank_core.records import Messages
 from rearank_core.training.first import first_rows, first_trainer_class
 from rearank_core.training.setup import (
     base_name,
+    finished,
     load_base,
     load_records,
     lora_config,
+    record_finished,
     resume_point,
     save_final,
 )
@@ -74,6 +76,11 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
         rows = sft_rows(records)
     longest = check_lengths([r["prompt"] + r["completion"] for r in rows], [r.id for r in records], tokenizer,
                             cfg.max_length, records_path)
+    resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
+    done = finished(output_dir)
+    if done is not None:
+        log.info("SFT already finished in %s (the same job): nothing to train", output_dir)
+        return done
     peft_config = None if continues else lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     args = SFTConfig(
         output_dir=str(output_dir), use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=False,
@@ -89,7 +96,6 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
         trainer_class, extra = (first_trainer_class(), first_args) if first else (SFTTrainer, {})
         trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=peft_config, **extra)
-        resume = resume_point(output_dir, {"sft": asdict(cfg)}, [records_path, cfg.model])
         if resume:
             log.info("resuming SFT from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
@@ -99,5 +105,6 @@ def run_sft(cfg: SFTTrainConfig, records_path: str | Path, output_dir: str | Pat
                    "train_runtime", 0.0), 2), "samples_per_s": result.metrics.get("train_samples_per_second"),
                "resumed_from": resume or "", "dtype": str(dtype).removeprefix("torch."), "lora": cfg.lora,
                "history": trainer.state.log_history}
+    record_finished(output_dir, figures)
     log.info("SFT done: %s", {k: v for k, v in figures.items() if k != "history"})
     return figures
