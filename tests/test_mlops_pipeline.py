@@ -1,6 +1,6 @@
 """The end-to-end pipeline flow (README command 1's job) on a tiny profile, under `prefect_test_harness`: every stage
 runs, the trained model is registered with its metrics (BRIGHT recorded as not evaluated) and promoted; `dvc
-repro` then finds everything up to date; a rerun skips every stage; params P1 -> P2 -> P1 trains three times; a stage that fails leaves the earlier
+repro` then finds everything up to date; a rerun skips every stage; params P1 -> P2 -> P1 runs the stage three times; a stage that fails leaves the earlier
 outputs intact and the next run resumes from there."""
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
 
 
 # README command 1's main(), then on the same temporary Prefect server (one process, one start-up): `dvc status`, a
-# rerun, grpo with another learning rate and then with params.yaml's again (P1 -> P2 -> P1), sft and grpo after a
-# change to the reward code, a run with a missing GRPO model after the GRPO output is
+# rerun, BM25's evaluation with another rel_level and then with params.yaml's again (P1 -> P2 -> P1), sft and grpo
+# after a change to the reward code, a run with a missing GRPO model after the GRPO output is
 # removed, and a resumed run of sft and grpo. Each part
 # starts with a line "=== <part>" in the merged output; the SFT metrics' digest is printed around the failed run.
 SCRIPT = """
@@ -72,9 +72,9 @@ with prefect_test_harness(server_startup_timeout=120):
     part("again")
     pipeline()
     part("params changed")
-    pipeline(overrides={"grpo.learning_rate": 2e-6}, stages=["grpo"])
+    pipeline(overrides={"evaluate.rel_level": 2}, stages=["evaluate"])
     part("params back")
-    pipeline(stages=["grpo"])
+    pipeline(stages=["evaluate"])
     part("code changed")
     rewards = pathlib.Path("rearank_core/training/rewards.py")
     code = rewards.read_bytes()
@@ -123,9 +123,9 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
 
     assert "up to date" in parts["dvc status"], parts["dvc status"]
     assert finished(parts["again"], "cached") == STAGES, parts["again"][-4000:]
-    # P1 -> P2 -> P1: the third run finds P2's model, not the one its cached result was made with, and trains.
-    assert "grpo: done" in parts["params changed"], parts["params changed"][-4000:]
-    assert "grpo: done" in parts["params back"], parts["params back"][-4000:]
+    # P1 -> P2 -> P1: the third run finds P2's metrics file, not the one its cached result was made with, and runs.
+    assert "evaluate: done" in parts["params changed"], parts["params changed"][-4000:]
+    assert "evaluate: done" in parts["params back"], parts["params back"][-4000:]
     changed = parts["code changed"]  # the reward code is grpo's dependency, not sft's
     assert "sft: cached" in changed and "grpo: done" in changed, changed[-4000:]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rearank_core.errors import InputError
-from rearank_core.mlops.pipeline_stages import StageSpec, outputs_current, record_outputs
+from rearank_core.config import load_params
+from rearank_core.mlops.pipeline_stages import StageSpec, outputs_current, read_stages, record_outputs
 
 SPEC = StageSpec("grpo", deps=("data.jsonl",), params=("grpo",), outs=("model", "metrics.json"))
 
@@ -57,3 +58,14 @@ def test_recording_a_stage_without_its_outputs_names_them(tmp_path: Path) -> Non
     (tmp_path / "model").mkdir()
     with pytest.raises(InputError, match=r"grpo.*metrics\.json"):
         record_outputs(SPEC, "k", tmp_path)
+
+
+def test_training_depends_on_the_validation_verdict_not_on_the_data_docs(root: Path) -> None:
+    """Re-validating unchanged data rewrites the Data Docs (run times) and the same verdict bytes
+    (test_data_validation): with only the verdict among the trainers' deps, it retrains nothing."""
+    specs = read_stages(root)
+    params = load_params(root / "params.yaml")
+    job = params.job("data_job")
+    for stage in ("sft", "grpo"):
+        assert job.verdict in specs[stage].deps and job.reports not in specs[stage].deps
+    assert job.verdict in specs["validate"].outs

@@ -106,7 +106,7 @@ def _evaluate_dataset(label: str, dataset: EvalDataset, inputs: DatasetInputs, r
     row: dict[str, Any] = {
         "first_stage": stage, "queries": len(inputs.requests), "top_k": dataset.top_k, "window": cfg.window,
         "step": cfg.step, "format_valid_rate": summary.format_valid_rate if generated else None,
-        "windows": summary.windows, "windows_per_s": summary.to_dict()["windows_per_s"],
+        "windows": summary.windows,
         "exact_rate": summary.status[OK] / summary.windows if summary.windows and generated else None,
         stage: first.metrics, "reranked": result.metrics}
     if inputs.excluded_removed is not None:
