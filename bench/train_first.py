@@ -4,7 +4,7 @@ LoRA on the embedded SmolLM2-135M) with a checkpoint every --eval-every steps, a
 held-back queries in first mode: the learning curve (loss, RankNet loss, validation nDCG@10 per checkpoint).
 
     .venv/bin/python bench/train_first.py --out work/first [--per-query 20] [--epochs 1] [--learning-rate 2e-4]
-        [--eval-every 25] [--dtype auto]
+        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing]
 
 Everything lands under --out: the split candidates, the windows, the model (checkpoints kept: a rerun resumes the
 same job), curve.csv and curve.json. It resumes: finished checkpoints' validation scores are read back."""
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--no-activation-checkpointing", action="store_true",
+                        help="keep activations instead of recomputing them (faster; more memory)")
     args = parser.parse_args()
 
     params = load_params(ROOT / "params.yaml")
@@ -88,7 +90,8 @@ def main() -> None:
         write_json(curve_json, curve)
     cfg = replace(params.sft, model="embedded", objective="first", epochs=args.epochs, max_steps=args.max_steps,
                   learning_rate=args.learning_rate, grad_accum=args.grad_accum, save_steps=args.eval_every,
-                  save_total_limit=1000, dtype=args.dtype, warmup_ratio=0.05)
+                  save_total_limit=1000, dtype=args.dtype, warmup_ratio=0.05,
+                  activation_checkpointing=not args.no_activation_checkpointing)
     started = time.perf_counter()
     figures = train_sft_stage(out / "windows.jsonl", out / "model", cfg, TrackingConfig(enabled=False),
                               params.rerank.model_cache, out / "first.json", out / "first_history.csv")
