@@ -269,9 +269,8 @@ def test_the_api_key_is_required_on_v1_only(guarded: str) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["model"] == "served-model"
 
 
-def test_a_tiny_local_transformers_model_serves(tiny_dir: Path) -> None:
-    reranker = Reranker(RerankConfig(backend="transformers", model=str(tiny_dir), window=3, step=2, max_new_tokens=8,
-                                     dtype="float32", batch_size=4))
+def serve_five(reranker: Reranker) -> tuple[httpx.Response, dict, list[int]]:
+    """Five documents reranked over HTTP: the response, /health, and the order the reranker gives them directly."""
     docs = DOCS[:5]
     expected = direct_order(reranker, QUERY, docs)
     try:
@@ -280,6 +279,13 @@ def test_a_tiny_local_transformers_model_serves(tiny_dir: Path) -> None:
             health = httpx.get(f"{url}/health", timeout=10).json()
     finally:
         reranker.backend.close()
+    return response, health, expected
+
+
+def test_a_tiny_local_transformers_model_serves(tiny_dir: Path) -> None:
+    response, health, expected = serve_five(Reranker(RerankConfig(
+        backend="transformers", model=str(tiny_dir), window=3, step=2, max_new_tokens=8, dtype="float32",
+        batch_size=4)))
     assert response.status_code == 200, response.text
     assert [r["index"] for r in response.json()["results"]] == expected
     assert response.json()["meta"]["windows"] == 2  # 5 passages, window 3, step 2
@@ -287,16 +293,8 @@ def test_a_tiny_local_transformers_model_serves(tiny_dir: Path) -> None:
 
 
 def test_first_mode_serves_with_its_settings_in_health_and_meta(tiny_dir: Path) -> None:
-    reranker = Reranker(RerankConfig(backend="transformers", model=str(tiny_dir), mode="first", window=3, step=2,
-                                     dtype="float32", batch_size=4))
-    docs = DOCS[:5]
-    expected = direct_order(reranker, QUERY, docs)
-    try:
-        with serving(reranker) as (url, _):
-            response = post(url, {"query": QUERY, "documents": docs})
-            health = httpx.get(f"{url}/health", timeout=10).json()
-    finally:
-        reranker.backend.close()
+    response, health, expected = serve_five(Reranker(RerankConfig(
+        backend="transformers", model=str(tiny_dir), mode="first", window=3, step=2, dtype="float32", batch_size=4)))
     assert response.status_code == 200, response.text
     assert [r["index"] for r in response.json()["results"]] == expected
     meta = response.json()["meta"]

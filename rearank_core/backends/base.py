@@ -128,8 +128,7 @@ def first_token_rows(tokenizer: Any, conversations: list[Messages], answer_prefi
 def single_token_ids(tokenizer: Any, answer_prefix: str, identifiers: list[str], model: str) -> list[int]:
     """Each identifier's token id right after ``answer_prefix`` at the start of an answer; a BackendError naming
     the identifiers this tokenizer does not keep as one token there (their logits would not rank them)."""
-    head = tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
-                                         tokenize=False) + answer_prefix
+    head = _answer_start(tokenizer) + answer_prefix
     base = tokenizer(head, add_special_tokens=False)["input_ids"]
     ids, split = [], []
     for ident in identifiers:
@@ -149,7 +148,12 @@ def single_token_ids(tokenizer: Any, answer_prefix: str, identifiers: list[str],
 
 def prefix_token_count(tokenizer: Any, answer_prefix: str) -> int:
     """How many tokens ``answer_prefix`` takes at the start of an answer (after the generation prompt)."""
-    head = tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
-                                         tokenize=False)
+    head = _answer_start(tokenizer)
     return len(tokenizer(head + answer_prefix, add_special_tokens=False)["input_ids"]) - \
         len(tokenizer(head, add_special_tokens=False)["input_ids"])
+
+
+def _answer_start(tokenizer: Any) -> str:
+    """A chat prompt's text up to where the assistant's answer starts."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                         tokenize=False)

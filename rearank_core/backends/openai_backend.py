@@ -79,7 +79,8 @@ class OpenAIBackend:
     def complete(self, prompts: list[Messages], max_new_tokens: int) -> list[Completion]:
         return [self._complete_one(messages, max_new_tokens) for messages in prompts]
 
-    def _complete_one(self, messages: Messages, max_new_tokens: int) -> Completion:
+    def _request(self, messages: Messages, max_new_tokens: int, **extra: Any) -> tuple[Any, int, float]:
+        """One Chat Completions call: the JSON body, the HTTP status and the latency; failures as BackendError."""
         self._attempts.n = 0
         start = time.perf_counter()
         try:
@@ -91,6 +92,7 @@ class OpenAIBackend:
                 extra_body=self._extra_body,
                 **{self._limit_field: max_new_tokens},
                 **self._sampling,
+                **extra,
             )
         except openai.APITimeoutError as e:
             raise self._error(f"timed out (timeout {self.timeout_s:g} s per attempt)") from e
@@ -101,10 +103,12 @@ class OpenAIBackend:
         latency = time.perf_counter() - start
         http = raw.http_response
         try:
-            body = http.json()
+            return http.json(), http.status_code, latency
         except ValueError as e:
             raise self._error(f"HTTP {http.status_code} with a body that is not JSON: {_snippet(http.text)}") from e
-        return self._parse(body, http.status_code, latency)
+
+    def _complete_one(self, messages: Messages, max_new_tokens: int) -> Completion:
+        return self._parse(*self._request(messages, max_new_tokens))
 
     def _parse(self, body: Any, status: int, latency: float) -> Completion:
         choices = body.get("choices") if isinstance(body, dict) else None
@@ -144,27 +148,14 @@ class OpenAIBackend:
         return [self._score_one(messages, answer_prefix, identifiers) for messages in prompts]
 
     def _score_one(self, messages: Messages, answer_prefix: str, identifiers: list[str]) -> IdentifierScores:
-        self._attempts.n = 0
-        start = time.perf_counter()
+        body, status, latency = self._request(messages, len(answer_prefix) + 2, logprobs=True,
+                                              top_logprobs=TOP_LOGPROBS_CAP)
         try:
-            raw = self._client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages,  # type: ignore[arg-type]
-                extra_body=self._extra_body, logprobs=True, top_logprobs=TOP_LOGPROBS_CAP,
-                **{self._limit_field: len(answer_prefix) + 2}, **self._sampling)
-        except openai.APITimeoutError as e:
-            raise self._error(f"timed out (timeout {self.timeout_s:g} s per attempt)") from e
-        except openai.APIConnectionError as e:
-            raise self._error(f"could not connect ({e.__cause__ or e})") from e
-        except openai.APIStatusError as e:
-            raise self._error(f"HTTP {e.status_code}: {_snippet(e.response.text)}") from e
-        latency = time.perf_counter() - start
-        try:
-            body = raw.http_response.json()
             content = body["choices"][0]["logprobs"]["content"]
             usage = body.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise self._error(f"no logprobs in the response (does the server return top_logprobs?): "
-                              f"{_snippet(raw.http_response.text)}") from e
+        except (KeyError, IndexError, TypeError) as e:
+            raise self._error(f"HTTP {status} with no logprobs in the response (does the server return "
+                              f"top_logprobs?): {_snippet(str(body))}") from e
         logprobs = [float("-inf")] * len(identifiers)
         position = {ident: i for i, ident in enumerate(identifiers)}
         said = ""

@@ -6,6 +6,7 @@ machines without it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rearank_core.backends.base import (
@@ -83,15 +84,8 @@ class VLLMBackend:
         if not prompts:
             return []
         check_call(self.name, self.llm, max_new_tokens)
-        started = time.perf_counter()
-        try:
-            outputs = self.llm.chat(prompts, sampling_params=self._params(max_new_tokens), use_tqdm=False)
-        except Exception as exc:
-            raise BackendError(f"vLLM generation with model {self.model_name!r} failed: "
-                               f"{type(exc).__name__}: {exc}") from exc
-        latency = time.perf_counter() - started
-        if len(outputs) != len(prompts):
-            raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        outputs, latency = self._run("generation", len(prompts), lambda: self.llm.chat(
+            prompts, sampling_params=self._params(max_new_tokens), use_tqdm=False))
         results = []
         for request in outputs:
             out = request.outputs[0]
@@ -117,15 +111,8 @@ class VLLMBackend:
 
         rows = first_token_rows(self._tokenizer(), prompts, answer_prefix)
         params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=len(wanted), allowed_token_ids=wanted)
-        started = time.perf_counter()
-        try:
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False)
-        except Exception as exc:
-            raise BackendError(f"vLLM scoring with model {self.model_name!r} failed: "
-                               f"{type(exc).__name__}: {exc}") from exc
-        latency = time.perf_counter() - started
-        if len(outputs) != len(prompts):
-            raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        outputs, latency = self._run("scoring", len(prompts), lambda: self.llm.generate(
+            [TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False))
         results = []
         for row, request in zip(rows, outputs):
             first = (request.outputs[0].logprobs or [{}])[0]
@@ -133,6 +120,18 @@ class VLLMBackend:
                 logprobs=[first[t].logprob if t in first else float("-inf") for t in wanted],
                 prompt_tokens=len(row), latency_s=latency))
         return results
+
+    def _run(self, what: str, expected: int, call: Callable[[], list]) -> tuple[list, float]:
+        """One engine call, timed; its failure, or a wrong number of outputs, as a BackendError."""
+        started = time.perf_counter()
+        try:
+            outputs = call()
+        except Exception as exc:
+            raise BackendError(f"vLLM {what} with model {self.model_name!r} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        if len(outputs) != expected:
+            raise BackendError(f"vLLM returned {len(outputs)} outputs for {expected} prompts")
+        return outputs, time.perf_counter() - started
 
     def _tokenizer(self) -> object:
         if self.llm is None:

@@ -77,9 +77,9 @@ def rerank(
     """Rerank candidates with a listwise LLM over sliding windows."""
     p = start(params, quiet)
     cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, mode=mode,
-                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
-                        truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
-                        retries=retries, reasoning_model=reasoning_model)
+                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        dtype=dtype, truncate_unit=truncate_unit, truncate_length=truncate_length, base_url=base_url,
+                        concurrency=concurrency, timeout=timeout, retries=retries, reasoning_model=reasoning_model)
     tracking = override(p.tracking, "tracking", enabled=track)
     from rearank_core.stages import rerank_stage
 

@@ -88,9 +88,9 @@ def serve(
     """Serve a rerank HTTP API (POST /v1/rerank, the Cohere / Jina shape) until Ctrl-C."""
     p = start(params, quiet)
     cfg = rerank_config(p.rerank, window=window, step=step, top_k=top_k, backend=backend, model=model, mode=mode,
-                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, truncate_unit=truncate_unit,
-                        truncate_length=truncate_length, base_url=base_url, concurrency=concurrency, timeout=timeout,
-                        retries=retries, reasoning_model=reasoning_model)
+                        prompt=prompt, first_prompt=first_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        dtype=dtype, truncate_unit=truncate_unit, truncate_length=truncate_length, base_url=base_url,
+                        concurrency=concurrency, timeout=timeout, retries=retries, reasoning_model=reasoning_model)
     for option, value in (("--max-documents", max_documents), ("--max-document-chars", max_document_chars),
                           ("--max-body-bytes", max_body_bytes), ("--max-batch-queries", max_batch_queries),
                           ("--max-queue", max_queue), ("--max-batch-windows", max_batch_windows)):

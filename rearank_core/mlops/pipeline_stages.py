@@ -4,7 +4,8 @@ The Prefect pipeline keys its task cache on a stage's ``fingerprint`` (the bytes
 params that ``dvc.yaml`` lists for it) and uses a cached result only while the stage's outputs are still the ones
 that run wrote (``outputs_current``, against the record ``record_outputs`` keeps beside them): after params P1, P2,
 then P1 again, the third run finds P2's files and runs. When it ran on params.yaml itself, it ``record``s each
-finished stage in dvc.lock (``dvc commit``), so ``dvc repro`` afterwards finds everything up to date. One declaration (dvc.yaml) serves both drivers: nothing here lists a stage's inputs a second time."""
+finished stage in dvc.lock (``dvc commit``), so ``dvc repro`` afterwards finds everything up to date. One
+declaration (dvc.yaml) serves both drivers: nothing here lists a stage's inputs a second time."""
 
 from __future__ import annotations
 
