@@ -12,6 +12,14 @@ Phases run in separate processes so each one's peak RSS is its own:
              of --batch-size queries against the naive loop on --naive-reasoning of them
 
     .venv/bin/python bench/bench_rerank.py [--queries 43] [--naive-windows 12] [--batch-size 16] [--naive-reasoning 3]
+
+--modes instead compares the two scoring modes on the same windows, in one process, with params.yaml's rerank
+settings (window 10 of 48-word passages): the reasoning model (--reasoning-model, generate and parse) and the FIRST
+model (--first-model, one forward pass a window) each score the first --windows windows of DL19's top-30 (BM25
+order, so both read the same prompts' passages) one window per call (batch 1: a single request's cost) and
+--batch-size windows per call; windows/s, ms/window and prompt tokens/s per mode, in bench/results/modes.*:
+
+    .venv/bin/python bench/bench_rerank.py --modes [--windows 20] [--batch-size 16] [--dtype auto|float32]
 """
 
 from __future__ import annotations
@@ -165,6 +173,69 @@ def phase_reasoning(batch_size: int, naive_windows: int) -> dict:
     return {"optimized": optimized, "naive": naive_loop(prompts[:naive_windows], min_new_tokens=MAX_NEW)}
 
 
+def mode_prompts(reranker, windows: int) -> list:
+    """The first ``windows`` windows of DL19's BM25 top-30 under ``reranker``'s settings, over the BM25 order."""
+    from rearank_core.rerank.window import window_spans
+
+    cfg = reranker.config
+    spans = [(r, start, end) for r in _requests(43)
+             for start, end in window_spans(len(r.candidates), cfg.window, cfg.step, 30)]
+    return [reranker.prompt_for(r, start, end) for r, start, end in spans[:windows]]
+
+
+def phase_modes(windows: int, batch_size: int, reasoning_model: str, first_model: str, dtype: str) -> dict:
+    """Each mode's model on the same windows, one window per call and ``batch_size`` per call."""
+    from dataclasses import replace
+
+    from rearank_core.config import load_params
+    from rearank_core.rerank import Reranker
+
+    rerank = load_params(ROOT / "params.yaml").rerank
+    out: dict = {}
+    for mode, model in (("reasoning", reasoning_model), ("first", first_model)):
+        reranker = Reranker(replace(rerank, mode=mode, model=model, batch_size=batch_size, dtype=dtype))
+        backend = reranker.backend
+        if mode == "first":
+            def call(prompts: list) -> list:
+                return backend.score_identifiers(prompts, reranker.template.answer_prefix, reranker.identifiers)
+        else:
+            def call(prompts: list) -> list:
+                return backend.complete(prompts, reranker.config.max_new_tokens)
+        prompts = mode_prompts(reranker, windows)
+        call(prompts[:1])  # warm-up: the first call pays one-off costs
+        runs = {"dtype": str(getattr(backend, "dtype", dtype)).replace("torch.", "")}
+        for label, size in (("batch_1", 1), ("batched", batch_size)):
+            started = time.perf_counter()
+            answers = [a for i in range(0, len(prompts), size) for a in call(prompts[i:i + size])]
+            wall = time.perf_counter() - started
+            prompt_tokens = sum(a.prompt_tokens for a in answers)
+            runs[label] = {"windows": len(answers), "windows_per_call": size, "wall_s": wall,
+                           "windows_per_s": len(answers) / wall, "ms_per_window": 1000 * wall / len(answers),
+                           "prompt_tokens": prompt_tokens, "prompt_tokens_per_s": prompt_tokens / wall,
+                           "completion_tokens": sum(getattr(a, "completion_tokens", 0) for a in answers)}
+        backend.close()
+        out[mode] = {"model": model, **runs}
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def modes_table(r: dict) -> str:
+    rows = ["| | reasoning | first | first / reasoning |", "|---|---:|---:|---:|",
+            f"| model | `{r['reasoning']['model']}` | `{r['first']['model']}` | |",
+            f"| dtype | {r['reasoning']['dtype']} | {r['first']['dtype']} | |"]
+    for label, name in (("batch_1", "one window per call"), ("batched", f"{r['batch_size']} windows per call")):
+        a, b = r["reasoning"][label], r["first"][label]
+        rows += [f"| {name}: windows/s | {a['windows_per_s']:.3f} | {b['windows_per_s']:.3f} | "
+                 f"**{b['windows_per_s'] / a['windows_per_s']:.1f}x** |",
+                 f"| {name}: ms/window | {a['ms_per_window']:.0f} | {b['ms_per_window']:.0f} | "
+                 f"{b['ms_per_window'] / a['ms_per_window']:.3f} |",
+                 f"| {name}: prompt tokens/s | {a['prompt_tokens_per_s']:.0f} | {b['prompt_tokens_per_s']:.0f} | |",
+                 f"| {name}: generated tokens | {a['completion_tokens']} | {b['completion_tokens']} | |"]
+    return (f"{r['windows']} windows of DL19's BM25 top-30 (window 10, 48-word passages), the same prompts' passages "
+            f"in both modes; {r['cpu']}, {r['cores']} cores; peak RSS {r['peak_rss_mib']:.0f} MiB.\n\n"
+            + "\n".join(rows) + "\n")
+
+
 def run_phase(name: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--phase", name, "--queries", str(args.queries), "--batch-size", str(args.batch_size),
            "--naive-windows", str(args.naive_windows), "--naive-reasoning", str(args.naive_reasoning),
@@ -225,8 +296,28 @@ def main() -> None:
     parser.add_argument("--naive-reasoning", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "work" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--modes", action="store_true", help="compare reasoning and first mode on the same windows")
+    parser.add_argument("--windows", type=int, default=20, help="--modes: windows per mode and batch size")
+    parser.add_argument("--reasoning-model", default="models/rearank-smollm2-135m-lora")
+    parser.add_argument("--first-model", default="models/first-smollm2-135m-lora")
+    parser.add_argument("--dtype", default="auto", help="--modes: auto (bf16 where the CPU has it) or float32")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.modes:
+        import os
+
+        from bench_train import cpu_name
+
+        results = {"command": " ".join([".venv/bin/python bench/bench_rerank.py", *sys.argv[1:]]),
+                   "cpu": cpu_name(), "cores": os.cpu_count(), "windows": args.windows, "batch_size": args.batch_size,
+                   **phase_modes(args.windows, args.batch_size, args.reasoning_model, args.first_model, args.dtype)}
+        args.results.mkdir(parents=True, exist_ok=True)
+        suffix = "" if args.dtype == "auto" else f".{args.dtype}"
+        (args.results / f"modes{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+        md = f"# Reasoning vs first mode\n\nCommand: `{results['command']}`\n\n" + modes_table(results)
+        (args.results / f"modes{suffix}.md").write_text(md)
+        print(md)
+        return
     if args.phase == "peak":
         print(json.dumps(phase_peak()))
         return

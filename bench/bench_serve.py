@@ -12,6 +12,10 @@ Scenarios:
             window 10, at most 320 new tokens per window)
   overload  the embedded reranker with `--max-queue Q` (--queue) under 2Q clients sending at once: the requests
             beyond the queue are refused with 503 and Retry-After, none is lost, every one taken is answered
+  single-reasoning, single-first
+            one client, one request at a time (--single requests): a single request's latency with the shipped
+            reasoning adapter (the default) and with the shipped FIRST model (`--mode first --model
+            --first-model`), the comparison of the fast mode's goal
   openai    `--backend openai` against llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) serving
             the embedded model's GGUF file: the base SmolLM2-135M-Instruct, not the trained adapter; a real model
             behind real HTTP. Reported as not run, with the reason, when --llama-python cannot import llama_cpp.
@@ -26,8 +30,9 @@ completion of this Q4_1 file on such a machine here. Prefix the pip command with
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON
 -DGGML_AVX512_BF16=ON" (the instruction sets of that machine, less AMX).
 
-    .venv/bin/python bench/bench_serve.py [--scenario embedded overload openai] [--clients 50] [--requests 100]
-        [--documents 10] [--queue 8] [--llama-python /tmp/llama/bin/python] [--llama-threads N]
+    .venv/bin/python bench/bench_serve.py [--scenario embedded overload openai single-reasoning single-first]
+        [--clients 50] [--requests 100] [--documents 10] [--queue 8] [--single 3] [--first-model DIR]
+        [--llama-python /tmp/llama/bin/python] [--llama-threads N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ async def _client(http: httpx.AsyncClient, url: str, work: list[dict[str, Any]],
             continue
         meta = answer.get("meta", {})
         load.batch_queries.append(meta.get("batch_queries", 0))
-        load.format_valid.append(meta.get("format_valid_rate", 0.0))
+        if meta.get("format_valid_rate") is not None:  # none in first mode: no answer text to parse
+            load.format_valid.append(meta["format_valid_rate"])
 
 
 async def _load(base_url: str, work: list[dict[str, Any]], clients: int, api_key: str | None) -> Load:
@@ -149,7 +155,7 @@ def summarize(load: Load, requests: int, documents: int) -> dict[str, Any]:
             "requests_per_s": ok / load.wall_s if load.wall_s else None,
             "documents_per_s": ok * documents / load.wall_s if load.wall_s else None,
             "mean_batch_queries": statistics.fmean(load.batch_queries) if ok else None,
-            "format_valid_rate": statistics.fmean(load.format_valid) if ok else None}
+            "format_valid_rate": statistics.fmean(load.format_valid) if load.format_valid else None}
 
 
 def free_port() -> int:
@@ -269,7 +275,9 @@ def _cell(value: Any, unit: str = "", digits: int = 1) -> str:
 
 def table(r: dict) -> str:
     names = {"embedded": "embedded (transformers, shipped adapter)", "openai": "openai -> llama.cpp server (base GGUF)",
-             "overload": f"overload: embedded, --max-queue {r.get('queue')}, {2 * (r.get('queue') or 0)} clients at once"}
+             "overload": f"overload: embedded, --max-queue {r.get('queue')}, {2 * (r.get('queue') or 0)} clients at once",
+             "single-reasoning": "one request at a time: reasoning (shipped adapter)",
+             "single-first": "one request at a time: first mode (shipped FIRST model)"}
     run = {k: v for k, v in r["scenarios"].items() if "not_run" not in v}
     lines = [f"# Serving benchmark: `rearank serve` under {r['clients']} concurrent clients", "",
              f"Command: `{r['command']}`", "",
@@ -306,8 +314,11 @@ def table(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", nargs="+", choices=["embedded", "overload", "openai"],
+    parser.add_argument("--scenario", nargs="+",
+                        choices=["embedded", "overload", "openai", "single-reasoning", "single-first"],
                         default=["embedded", "overload", "openai"])
+    parser.add_argument("--single", type=int, default=3, help="single-*: requests, one at a time")
+    parser.add_argument("--first-model", default="models/first-smollm2-135m-lora", help="single-first's model")
     parser.add_argument("--queue", type=int, default=8, help="overload: the server's --max-queue (2x as many clients)")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=100)
@@ -318,7 +329,7 @@ def main() -> None:
                         help="llama.cpp's threads (on a busy machine 1 is faster: its threads spin-wait)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    for name in ("clients", "requests", "documents", "queue"):
+    for name in ("clients", "requests", "documents", "queue", "single"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     logs = ROOT / "work" / "bench_serve"
@@ -336,6 +347,10 @@ def main() -> None:
         elif name == "overload":
             burst = bodies(2 * args.queue, args.documents)
             result = measure(["--max-queue", str(args.queue)], logs / "serve_overload.log", burst, 2 * args.queue,
+                             args.documents)
+        elif name.startswith("single-"):
+            serve_args = ["--mode", "first", "--model", args.first_model] if name == "single-first" else []
+            result = measure(serve_args, logs / f"serve_{name}.log", bodies(args.single, args.documents), 1,
                              args.documents)
         else:
             result = scenario_openai(args, work, logs)

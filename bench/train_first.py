@@ -4,10 +4,12 @@ LoRA on the embedded SmolLM2-135M) with a checkpoint every --eval-every steps, a
 held-back queries in first mode: the learning curve (loss, RankNet loss, validation nDCG@10 per checkpoint).
 
     .venv/bin/python bench/train_first.py --out work/first [--per-query 20] [--epochs 1] [--learning-rate 2e-4]
-        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing]
+        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--evaluate-only]
+        [--export models/first-smollm2-135m-lora [--export-step N] [--evaluation REPORT.json]]
 
 Everything lands under --out: the split candidates, the windows, the model (checkpoints kept: a rerun resumes the
-same job), curve.csv and curve.json. It resumes: finished checkpoints' validation scores are read back."""
+same job), curve.csv, curve.json and curve.png. It resumes: finished checkpoints' validation scores are read back.
+--evaluate-only scores the checkpoints a stopped run left; --export DEST ships one with its card."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from rearank_core.evaluation import evaluate  # noqa: E402
 from rearank_core.io.auto import read_any_qrels  # noqa: E402
 from rearank_core.io.files import write_json, write_jsonl  # noqa: E402
 from rearank_core.io.requests import read_candidates, write_requests  # noqa: E402
-from rearank_core.records import results_to_run  # noqa: E402
+from rearank_core.records import requests_to_run, results_to_run  # noqa: E402
 from rearank_core.rerank import Reranker  # noqa: E402
 from rearank_core.stages.train import train_sft_stage  # noqa: E402
 
@@ -67,6 +69,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--no-activation-checkpointing", action="store_true",
                         help="keep activations instead of recomputing them (faster; more memory)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="no training: score the checkpoints there are (a run stopped early)")
+    parser.add_argument("--export", type=Path, help="ship a checkpoint's adapter here with its card")
+    parser.add_argument("--export-step", help="the checkpoint to ship (default: the last)")
+    parser.add_argument("--evaluation", type=Path, help="evaluate-model report for the card")
     args = parser.parse_args()
 
     params = load_params(ROOT / "params.yaml")
@@ -92,26 +99,88 @@ def main() -> None:
                   learning_rate=args.learning_rate, grad_accum=args.grad_accum, save_steps=args.eval_every,
                   save_total_limit=1000, dtype=args.dtype, warmup_ratio=0.05,
                   activation_checkpointing=not args.no_activation_checkpointing)
-    started = time.perf_counter()
-    figures = train_sft_stage(out / "windows.jsonl", out / "model", cfg, TrackingConfig(enabled=False),
-                              params.rerank.model_cache, out / "first.json", out / "first_history.csv")
-    print(f"trained {figures['steps']} steps in {time.perf_counter() - started:.0f} s", flush=True)
-    for checkpoint in sorted((out / "model").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+    if not args.evaluate_only:
+        started = time.perf_counter()
+        figures = train_sft_stage(out / "windows.jsonl", out / "model", cfg, TrackingConfig(enabled=False),
+                                  params.rerank.model_cache, out / "first.json", out / "first_history.csv")
+        print(f"trained {figures['steps']} steps in {time.perf_counter() - started:.0f} s", flush=True)
+    checkpoints = sorted((out / "model").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for checkpoint in checkpoints:
         step = checkpoint.name.split("-")[1]
         if step not in curve:
             ndcg, speed = validate(checkpoint, held, qrels, rerank)
             curve[step] = {"val_ndcg@10": ndcg, "windows_per_s": speed}
             write_json(curve_json, curve)
             print(f"step {step}: held-back DL21 nDCG@10 {ndcg:.4f}", flush=True)
-    with (out / "first_history.csv").open(encoding="utf-8") as handle:
-        losses = {row["step"]: row for row in csv.DictReader(handle) if row.get("loss")}
+    bm25 = evaluate(requests_to_run(held), qrels).metrics["ndcg@10"]
+    losses = {str(row["step"]): row for row in history(checkpoints[-1]) if "loss" in row} if checkpoints else {}
+    write_curve(out, curve, losses, bm25)
+    if args.export:
+        step = args.export_step or checkpoints[-1].name.split("-")[1]
+        export(out / "model" / f"checkpoint-{step}", args.export, cfg, losses, curve, len(train), len(held),
+               len(windows), int(step), args.evaluation)
+
+
+def history(checkpoint: Path) -> list[dict]:
+    """The trainer's per-step log up to ``checkpoint`` (its trainer_state.json: loss, RankNet loss, lr)."""
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def write_curve(out: Path, curve: dict, losses: dict, bm25: float) -> None:
+    """curve.csv (step, loss, RankNet loss, held-back nDCG@10) and curve.png: the learning curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(set(curve) | set(losses), key=int)
     with (out / "curve.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss", "ranknet_loss", "val_ndcg@10"])
-        for step in sorted(set(curve) | set(losses), key=int):
+        for step in steps:
             row = losses.get(step, {})
             writer.writerow([step, row.get("loss", ""), row.get("ranknet_loss", ""),
                              curve.get(step, {}).get("val_ndcg@10", "")])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    logged = sorted(losses, key=int)
+    left.plot([int(s) for s in logged], [losses[s]["loss"] for s in logged], label="loss (LM + 10 x RankNet)")
+    left.plot([int(s) for s in logged], [losses[s]["ranknet_loss"] for s in logged], label="RankNet loss")
+    left.set_xlabel("optimiser step (4 windows)")
+    left.set_title("FIRST training loss")
+    left.legend(fontsize=8)
+    points = sorted(curve, key=int)
+    right.plot([int(s) for s in points], [curve[s]["val_ndcg@10"] for s in points], marker="o", label="FIRST model")
+    right.axhline(bm25, color="grey", linestyle=":", label=f"BM25 {bm25:.4f}")
+    right.set_xlabel("optimiser step")
+    right.set_title("held-back DL21 queries, top-30, first mode: nDCG@10")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=110)
+
+
+def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: int, held: int, windows: int,
+           step: int, evaluation: Path | None) -> None:
+    """Ship ``checkpoint``'s adapter at ``dest`` with its training card (schedule, settings, learning curve)."""
+    from rearank_core.training.export import export_adapter
+
+    params = load_params(ROOT / "params.yaml")
+    last = losses.get(str(step), {})
+    figures = {"first": {"windows_per_epoch": windows, "training_queries": train, "held_back_queries": held,
+                         "steps": step, "windows_seen": step * cfg.grad_accum * cfg.batch_size,
+                         "last_loss": last.get("loss"), "last_ranknet_loss": last.get("ranknet_loss"),
+                         "held_back_ndcg10": curve.get(str(step), {}).get("val_ndcg@10")}}
+    settings = {"rerank": {k: getattr(params.rerank, k) for k in ("first_prompt", "window", "step", "truncate_unit",
+                                                                  "truncate_length")},
+                "sft_first": {k: v for k, v in cfg.__dict__.items()}}
+    points = ", ".join(f"{s}: {v['val_ndcg@10']:.4f}" for s, v in sorted(curve.items(), key=lambda kv: int(kv[0])))
+    schedule = (f"`.venv/bin/python bench/train_first.py` (this project's recipe): DL21's judged queries, every 6th "
+                f"held back ({held}); {windows} REARANK windows from the other {train} (20 a query, window 10, 48-word "
+                f"passages); `rearank train sft --objective first`, LoRA r {cfg.lora_r}, lr {cfg.learning_rate:g}, "
+                f"batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} ({step * cfg.grad_accum} "
+                f"windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: {points}.")
+    report = json.loads(evaluation.read_text()) if evaluation else None
+    done = export_adapter(checkpoint, dest, figures, settings, report, schedule)
+    print(f"exported {checkpoint} to {dest}: {done['bytes'] / 1e6:.1f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -471,6 +471,7 @@ class Params:
     filter: FilterConfig = field(default_factory=FilterConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     sft: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    sft_first: SFTTrainConfig | None = None  # the FIRST model's training (objective first), beside sft's
     grpo: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     suites: tuple[EvalSuite, ...] = ()
@@ -502,7 +503,8 @@ class Params:
 SECTIONS: dict[str, type] = {"bm25": BM25Config, "evaluate": EvalConfig, "tracking": TrackingConfig,
                              "rerank": RerankConfig, "data": DataConfig, "teacher": TeacherConfig,
                              "filter": FilterConfig, "rewards": RewardConfig, "sft": SFTTrainConfig,
-                             "grpo": GRPOTrainConfig, "suite": SuiteConfig, "suites": EvalSuite,
+                             "sft_first": SFTTrainConfig, "grpo": GRPOTrainConfig, "suite": SuiteConfig,
+                             "suites": EvalSuite,
                              "registry": RegistryConfig, "baseline": BaselineJob, "rerank_job": RerankJob,
                              "data_job": DataJob, "train_job": TrainJob}
 
@@ -685,6 +687,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         if name not in SECTIONS:
             raise InputError(f"unknown section; known: extends, {', '.join(SECTIONS)}", files.get(str(name), path),
                              lines.get(str(name)), str(name))
+    if isinstance(data.get("sft_first"), dict):  # the FIRST model's section: its objective goes without saying
+        data["sft_first"] = {"objective": "first", **data["sft_first"]}
     hints = typing.get_type_hints(Params)
     built: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
@@ -698,6 +702,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             raise InputError(f"expected a list of {cls.__name__} entries, got {_describe(data[name])}",
                              files.get(name, path), lines.get(name), name)
     params = Params(**built, path=str(path))
+    if params.sft_first is not None and params.sft_first.objective != "first":
+        raise InputError("section sft_first trains the FIRST model: its objective is first (or left out)",
+                         files.get("sft_first.objective", path), lines.get("sft_first.objective"),
+                         "sft_first.objective")
     if "suite" in data or "suites" in data:  # the suite the pipeline runs must exist, found now rather than hours in
         try:
             params.evaluation_suite()

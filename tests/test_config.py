@@ -65,6 +65,15 @@ def test_bad_values_name_the_file_line_and_key(tmp_path: Path, text: str, line: 
     assert "\n" not in message
 
 
+def test_the_first_models_section_trains_the_first_objective(tmp_path: Path, root: Path) -> None:
+    shipped = load_params(root / "params.yaml")
+    assert shipped.sft.objective == "generation" and shipped.sft_first.objective == "first"
+    assert load_params(write(tmp_path, "sft_first:\n  max_steps: 3\n")).sft_first.objective == "first"
+    path = write(tmp_path, "sft_first:\n  max_steps: 3\n  objective: generation\n")
+    with pytest.raises(InputError, match=rf"^{path}:3: field 'sft_first.objective': .*objective is first"):
+        load_params(path)
+
+
 def test_section_builds_one_config_and_converts_values() -> None:
     cfg = section({"k1": 1, "k": 50}, "bm25", SECTIONS["bm25"])
     assert cfg.k1 == 1.0 and isinstance(cfg.k1, float) and cfg.k == 50

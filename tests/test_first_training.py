@@ -104,8 +104,9 @@ def test_first_objective_trains_resumes_and_the_model_ranks_in_first_mode(window
 def test_cli_trains_the_first_objective_and_logs_the_ranknet_loss(windows: Path, tiny_dir: Path, tmp_path: Path,
                                                                   root: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sft"].update(model=str(tiny_dir), max_steps=2, grad_accum=1, learning_rate=1e-3, save_steps=1,
-                         dtype="float32")
+    # --objective first trains with params' sft_first section (dvc.yaml's sft_first stage), not sft's knobs
+    params["sft_first"].update(model=str(tiny_dir), max_steps=2, grad_accum=1, learning_rate=1e-3, save_steps=1,
+                               dtype="float32")
     params["rerank"]["model_cache"] = str(tmp_path / "models")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "NO_COLOR": "1"}

@@ -1,6 +1,6 @@
 """The end-to-end pipeline flow (README command 1's job) on a tiny profile, under `prefect_test_harness`: every stage
 runs, the trained model is registered with its metrics (BRIGHT recorded as not evaluated) and promoted; `dvc
-repro` then finds everything up to date; a rerun skips every stage; params P1 -> P2 -> P1 runs the stage three times; a stage that fails leaves the earlier
+status` then lists only the FIRST model's stages, which the whole pipeline's run adds, after which it is up to date; a rerun skips every stage; params P1 -> P2 -> P1 runs the stage three times; a stage that fails leaves the earlier
 outputs intact and the next run resumes from there."""
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ DL19 = {"name": "dl19", "candidates": "data/msmarco/dl19/rank_llm_BM25_retrieve_
         "qrels": "data/msmarco/dl19/qrels.dl19-passage.txt", "top_k": 10, "queries": 2}
 BRIGHT = {"name": "bright_biology_reasonir", "bright": "biology", "first_stage": "reasonir",
           "run": "data/bright/runs/reasonir/biology.trec", "top_k": 10, "queries": 2}
-STAGES = {"index", "retrieve", "evaluate", "augment", "teacher", "filter", "build", "validate", "sft", "grpo",
-          "evaluate_untrained", "evaluate_trained", "register", "promote"}
+MAIN_JOB = {"index", "retrieve", "evaluate", "augment", "teacher", "filter", "build", "validate", "sft", "grpo",
+            "evaluate_untrained", "evaluate_trained", "register", "promote"}
+FIRST = {"sft_first", "evaluate_first"}  # the FIRST model's stages: dvc repro and pipeline() run them, main() not
+STAGES = MAIN_JOB | FIRST
 
 
 def finished(log: str, how: str) -> set[str]:
@@ -37,6 +39,7 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["rerank"].update(window=5, step=5, max_new_tokens=8)
     params["sft"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
+    params["sft_first"].update(model=str(tiny_dir), max_steps=1, grad_accum=1, save_steps=1)
     params["grpo"].update(max_steps=1, num_generations=2, max_completion_length=8, limit=2, save_steps=1)
     params["train_job"]["untrained"] = str(tiny_dir)
     params["suite"].update(name="tiny", bright_root=str(tmp_path / "no-bright-here"))
@@ -49,7 +52,7 @@ def tiny_project(tmp_path: Path, root: Path, model_cache: Path, tiny_dir: Path) 
 
 
 # README command 1's main(), then on the same temporary Prefect server (one process, one start-up): `dvc status`, a
-# rerun, BM25's evaluation with another rel_level and then with params.yaml's again (P1 -> P2 -> P1), sft and grpo
+# rerun of the whole pipeline (the FIRST stages too) and `dvc status` again, BM25's evaluation with another rel_level and then with params.yaml's again (P1 -> P2 -> P1), sft and grpo
 # after a change to the reward code, a run with a missing GRPO model after the GRPO output is
 # removed, and a resumed run of sft and grpo. Each part
 # starts with a line "=== <part>" in the merged output; the SFT metrics' digest is printed around the failed run.
@@ -71,6 +74,8 @@ with prefect_test_harness(server_startup_timeout=120):
     subprocess.run(["dvc", "status"], check=True)
     part("again")
     pipeline()
+    part("dvc status again")
+    subprocess.run(["dvc", "status"], check=True)
     part("params changed")
     pipeline(overrides={"evaluate.rel_level": 2}, stages=["evaluate"])
     part("params back")
@@ -102,12 +107,12 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
     ran = subprocess.run([sys.executable, "-c", SCRIPT], cwd=project, env=project_env(project),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     parts = dict(part.split("\n", 1) for part in ran.stdout.split("=== ")[1:])
-    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "params changed",
-                                                  "params back", "code changed", "failed", "resumed"}, \
-        ran.stdout[-4000:]
+    assert ran.returncode == 0 and set(parts) == {"first", "dvc status", "again", "dvc status again",
+                                                  "params changed", "params back", "code changed", "failed",
+                                                  "resumed"}, ran.stdout[-4000:]
 
     first = parts["first"]
-    assert finished(first, "done") == STAGES, first[-4000:]
+    assert finished(first, "done") == MAIN_JOB, first[-4000:]
     assert "not evaluated" in first and "champion" in first and "mlflow ui" in first
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("tiny-reranker", "champion")
@@ -121,8 +126,14 @@ def test_pipeline_flow_registers_promotes_and_leaves_dvc_up_to_date(tmp_path: Pa
     pipeline_run = client.get_run(register_run.data.tags["mlflow.parentRunId"])
     assert 0.1 < pipeline_run.data.metrics["peak_rss_gib/sft"] < 6 and pipeline_run.data.metrics["wall_s/sft"] > 0
 
-    assert "up to date" in parts["dvc status"], parts["dvc status"]
-    assert finished(parts["again"], "cached") == STAGES, parts["again"][-4000:]
+    # After the main job only the FIRST model's two stages are left to run; the whole pipeline then runs just those.
+    stale = set(re.findall(r"^(\w+):\s*$", parts["dvc status"], re.M))
+    assert stale == FIRST, parts["dvc status"]
+    assert finished(parts["again"], "cached") == MAIN_JOB, parts["again"][-4000:]
+    assert finished(parts["again"], "done") == FIRST, parts["again"][-4000:]
+    assert "up to date" in parts["dvc status again"], parts["dvc status again"]
+    first_report = json.loads((project / "metrics" / "eval" / "tiny" / "first.json").read_text())
+    assert first_report["mode"] == "first" and first_report["datasets"]["dl19"]["format_valid_rate"] is None
     # P1 -> P2 -> P1: the third run finds P2's metrics file, not the one its cached result was made with, and runs.
     assert "evaluate: done" in parts["params changed"], parts["params changed"][-4000:]
     assert "evaluate: done" in parts["params back"], parts["params back"][-4000:]

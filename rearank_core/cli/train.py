@@ -51,7 +51,8 @@ def sft(
                                                           "objective first: train_job.first_metrics)")] = None,
     history_out: Annotated[Path | None, typer.Option(help="per-step log CSV (default: params train_job.sft_history;"
                                                           " objective first: train_job.first_history)")] = None,
-    objective: Annotated[str | None, typer.Option(help=S["objective"])] = None,
+    objective: Annotated[str | None, typer.Option(help=f"{S['objective']}; first takes its other knobs from params "
+                                                       "sft_first where that section exists")] = None,
     model: Annotated[str | None, typer.Option(help=S["model"])] = None,
     limit: Annotated[int | None, typer.Option(help=S["limit"])] = None,
     epochs: Annotated[float | None, typer.Option(help=S["epochs"])] = None,
@@ -63,7 +64,9 @@ def sft(
 ) -> None:
     """Cold-start SFT on teacher records with TRL's SFTTrainer; rerun to resume from the last checkpoint."""
     p = start(params, quiet)
-    cfg = override(p.sft, "sft", model=model, limit=limit, epochs=epochs, max_steps=max_steps,
+    # --objective first trains with the FIRST model's own section where params.yaml has one (dvc.yaml's sft_first)
+    name, base = ("sft_first", p.sft_first) if objective == "first" and p.sft_first is not None else ("sft", p.sft)
+    cfg = override(base, name, model=model, limit=limit, epochs=epochs, max_steps=max_steps,
                    learning_rate=learning_rate, lora=lora, objective=objective)
     first = cfg.objective == "first"
     records, output, metrics_out, history_out = _paths(p, records, output, metrics_out, history_out,

@@ -35,8 +35,8 @@ def _validate(params: Params) -> dict[str, int]:
     return counts
 
 
-def _evaluate(params: Params, model: str, label: str) -> dict[str, Any]:
-    cfg = override(params.rerank, "rerank", model=model)
+def _evaluate(params: Params, model: str, label: str, mode: str | None = None) -> dict[str, Any]:
+    cfg = override(params.rerank, "rerank", model=model, mode=mode)
     return evaluate_model_stage(label, params.evaluation_suite(), params.suite, cfg, params.evaluate,
                                 params.tracking, params.bm25, show_progress=True)
 
@@ -81,11 +81,20 @@ STAGES: dict[str, Callable[[Params], Any]] = {
     "grpo": lambda p: train_grpo_stage(p.job("data_job").grpo, p.job("train_job").grpo_dir, p.grpo, p.rewards,
                                        p.tracking, p.rerank.model_cache, p.job("train_job").grpo_metrics,
                                        p.job("train_job").grpo_history),
+    "sft_first": lambda p: train_sft_stage(p.job("data_job").windows, p.job("train_job").first_dir,
+                                           p.job("sft_first"), p.tracking, p.rerank.model_cache,
+                                           p.job("train_job").first_metrics, p.job("train_job").first_history),
     "evaluate_untrained": lambda p: _evaluate(p, p.job("train_job").untrained, "untrained"),
     "evaluate_trained": lambda p: _evaluate(p, p.job("train_job").grpo_dir, "trained"),
+    "evaluate_first": lambda p: _evaluate(p, p.job("train_job").first_dir, "first", mode="first"),
     "register": _register,
     "promote": _promote,
 }
+
+
+# The FIRST model's stages: `dvc repro` and the flow's pipeline() run them; README command 1 (flows.pipeline.main)
+# leaves them out, as its 30-minute budget in float32 has no room for them.
+FIRST_STAGES = ("sft_first", "evaluate_first")
 
 
 def run_named_stage(name: str, params: Params) -> Any:
