@@ -277,12 +277,18 @@ def table(r: dict) -> str:
     names = {"embedded": "embedded (transformers, shipped adapter)", "openai": "openai -> llama.cpp server (base GGUF)",
              "overload": f"overload: embedded, --max-queue {r.get('queue')}, {2 * (r.get('queue') or 0)} clients at once",
              "single-reasoning": "one request at a time: reasoning (shipped adapter)",
-             "single-first": "one request at a time: first mode (shipped FIRST model)"}
+             "single-first": "one request at a time: first mode (--first-model)"}
     run = {k: v for k, v in r["scenarios"].items() if "not_run" not in v}
-    lines = [f"# Serving benchmark: `rearank serve` under {r['clients']} concurrent clients", "",
+    loaded = [k for k in r["scenarios"] if not k.startswith("single-")]
+    title = f" under {r['clients']} concurrent clients" if loaded else ": one request at a time"
+    lines = [f"# Serving benchmark: `rearank serve`{title}", "",
              f"Command: `{r['command']}`", "",
              f"CPU: {r['cpu']}, {r['cores']} cores ({r['bf16']}). Each request: one DL19 query with its BM25 top "
-             f"{r['documents']} passages; {r['requests']} requests per scenario after one warm-up request"
+             f"{r['documents']} passages; "
+             + (f"{r['requests']} requests per scenario" if loaded else "")
+             + ("; " if loaded and len(loaded) < len(r["scenarios"]) else "")
+             + (f"single-*: {r.get('single')} requests from one client"
+                if len(loaded) < len(r["scenarios"]) else "") + ", after one warm-up request"
              + (f" (overload: {2 * r['queue']} clients sending one request each at once)" if "overload" in r["scenarios"]
                 else "") + ".", ""]
     if run:
@@ -339,6 +345,7 @@ def main() -> None:
         "command": " ".join(["python", "bench/bench_serve.py", *sys.argv[1:]]), "cpu": cpu_name(),
         "cores": os.cpu_count(), "bf16": "dtype auto: bf16" if cpu_has_fast_bf16() else "dtype auto: fp32",
         "clients": args.clients, "requests": args.requests, "documents": args.documents, "queue": args.queue,
+        "single": args.single,
         "scenarios": {}}
     for name in args.scenario:
         print(f"[{name}] ...", flush=True)

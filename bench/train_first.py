@@ -179,7 +179,7 @@ def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: 
                 f"batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} ({step * cfg.grad_accum} "
                 f"windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: {points}.")
     report = json.loads(evaluation.read_text()) if evaluation else None
-    done = export_adapter(checkpoint, dest, figures, settings, report, schedule)
+    done = export_adapter(checkpoint, dest, figures, settings, report, schedule, mode="first")
     print(f"exported {checkpoint} to {dest}: {done['bytes'] / 1e6:.1f} MB", flush=True)
 
 

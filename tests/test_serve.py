@@ -300,6 +300,7 @@ def test_first_mode_serves_with_its_settings_in_health_and_meta(tiny_dir: Path) 
     meta = response.json()["meta"]
     assert meta["windows"] == 2 and meta["settings"]["mode"] == "first" == health["settings"]["mode"]
     assert meta["settings"]["first_prompt"] == "first"
+    assert meta["format_valid_rate"] is None  # no answer is parsed in first mode
 
 
 def invoke(*args: str) -> Any:

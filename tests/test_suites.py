@@ -258,3 +258,6 @@ def test_the_report_table_in_the_summary_and_the_adapter_card() -> None:
         assert "| bright_pony_bm25 | bm25 | | | not evaluated | not evaluated | | |" in text
         assert "- bright_pony_bm25: not evaluated: no documents/pony-*.parquet in folder B" in text
     assert "| dataset | first stage | queries | top-k | first stage nDCG@10 | this model nDCG@10 |" in card
+    assert "reasoning reranker" in card and "rearank rerank --model models/x " in card
+    first = training_card("models/first-x", "embedded", {}, {}, None, mode="first")  # a FIRST model runs in first mode
+    assert "FIRST reranker" in first and "rearank rerank --mode first --model models/first-x " in first

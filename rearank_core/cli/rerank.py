@@ -86,9 +86,10 @@ def rerank(
     summary = rerank_stage(candidates, run, cfg, tracking, traces_out=traces, summary_out=summary_out, resume=resume,
                            limit=limit, name=name, show_progress=not quiet)
     rate = summary.to_dict()["windows_per_s"]
+    answers = (f"format-valid {percent(summary.format_valid_rate)}, repaired {percent(summary.repaired_rate)}"
+               if cfg.mode == "reasoning" else "first mode: orders from identifier log-probabilities")
     err.print(f"reranked {summary.queries} queries, {summary.windows} windows ({summary.resumed_windows} resumed) in "
-              f"{summary.wall_s:.1f} s{f' ({rate:.2f} windows/s)' if rate else ''}; format-valid "
-              f"{percent(summary.format_valid_rate)}, repaired {percent(summary.repaired_rate)}; statuses "
+              f"{summary.wall_s:.1f} s{f' ({rate:.2f} windows/s)' if rate else ''}; {answers}; statuses "
               f"{dict(summary.status)}; tokens: {summary.prompt_tokens} prompt, {summary.completion_tokens} "
               f"completion; run written to {run}")
 

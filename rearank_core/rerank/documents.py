@@ -19,7 +19,7 @@ class DocumentRanking:
 
     order: list[int]
     windows: int
-    format_valid_rate: float | None  # None when no window ran (a single document)
+    format_valid_rate: float | None  # None when no window ran (a single document) or in first mode
 
     def scored(self, top_n: int | None = None) -> list[tuple[int, float]]:
         """(position, relevance score) pairs, best first, the first ``top_n`` only when given."""
@@ -42,6 +42,7 @@ def rerank_documents(reranker: Reranker, queries: list[tuple[str, list[str]]]) -
     rankings = []
     for result in results:
         valid = sum(t.status in (OK, REPAIRED) for t in result.traces)
+        parsed = result.traces and not reranker.first  # first mode parses no answer: its rate is not computed
         rankings.append(DocumentRanking([int(c.docid) for c in result.candidates], len(result.traces),
-                                        valid / len(result.traces) if result.traces else None))
+                                        valid / len(result.traces) if parsed else None))
     return rankings

@@ -53,7 +53,7 @@ class RerankResult(BaseModel):
 class RerankMeta(BaseModel):
     windows: int = Field(description="windows the model ranked for this request")
     format_valid_rate: float | None = Field(description="share of those windows whose answer parsed (or was "
-                                                        "repaired); null when no window ran")
+                                                        "repaired); null when no window ran, and in first mode (no answer to parse)")
     batch_queries: int = Field(description="requests reranked in the same model call, this one included")
     latency_s: float = Field(description="seconds from arrival to answer, queueing included")
     settings: dict[str, Any] = Field(description="the rerank settings the model runs with (prompt, window, step, "

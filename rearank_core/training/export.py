@@ -18,14 +18,21 @@ from rearank_core.io.reports import report_table
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+# What a shipped adapter is, by the mode it reranks in, and how to run it.
+KINDS = {"reasoning": ("a listwise reasoning reranker trained by `rearank` (cold-start SFT, then GRPO with the REARANK "
+                       "reward)", ""),
+         "first": ("a FIRST reranker (single-token listwise ranking: one forward pass a window, passages ordered by "
+                   "their letters' logits) trained by `rearank` (LM loss on the gold order + weighted RankNet)",
+                   " --mode first")}
+
+
 def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[str, Any],
-                  evaluation: dict[str, Any] | None, schedule: str = "") -> str:
+                  evaluation: dict[str, Any] | None, schedule: str = "", mode: str = "reasoning") -> str:
     """The card: what the adapter at ``path`` is, how it was trained (figures and settings as run), how it
     scores."""
-    lines = [f"# {Path(path).name}", "",
-             f"A LoRA adapter for `{base}`: a listwise reasoning reranker trained by `rearank` (cold-start SFT, then "
-             "GRPO with the REARANK reward).", "",
-             "```bash", f"rearank rerank --model {path} --candidates CANDIDATES --run RUN.trec", "```", "",
+    what, flag = KINDS[mode]
+    lines = [f"# {Path(path).name}", "", f"A LoRA adapter for `{base}`: {what}.", "",
+             "```bash", f"rearank rerank{flag} --model {path} --candidates CANDIDATES --run RUN.trec", "```", "",
              "## Training", ""]
     if schedule:
         lines += [schedule.strip(), ""]
@@ -43,7 +50,7 @@ def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[
 
 
 def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, Any], settings: dict[str, Any],
-                   evaluation: dict[str, Any] | None, schedule: str = "") -> dict[str, Any]:
+                   evaluation: dict[str, Any] | None, schedule: str = "", mode: str = "reasoning") -> dict[str, Any]:
     """Copy the adapter in ``model_dir`` to ``dest`` with its card; ``dest`` is replaced whole, so a crash half way
     leaves the previous export as it was. Returns the export's files and sizes."""
     model_dir, dest = Path(model_dir), Path(dest)
@@ -57,7 +64,7 @@ def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, A
     try:
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
             shutil.copy2(model_dir / name, staging / name)
-        (staging / "README.md").write_text(training_card(str(dest), base, figures, settings, evaluation, schedule),
+        (staging / "README.md").write_text(training_card(str(dest), base, figures, settings, evaluation, schedule, mode),
                                            encoding="utf-8")
         previous = dest.with_name(f".{dest.name}.previous")
         if dest.exists():
