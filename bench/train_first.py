@@ -4,7 +4,7 @@ LoRA on the embedded SmolLM2-135M) with a checkpoint every --eval-every steps, a
 held-back queries in first mode: the learning curve (loss, RankNet loss, validation nDCG@10 per checkpoint).
 
     .venv/bin/python bench/train_first.py --out work/first [--per-query 20] [--epochs 1] [--learning-rate 2e-4]
-        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--evaluate-only]
+        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--full] [--evaluate-only]
         [--export models/first-smollm2-135m-lora [--export-step N] [--evaluation REPORT.json]]
 
 Everything lands under --out: the split candidates, the windows, the model (checkpoints kept: a rerun resumes the
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--no-activation-checkpointing", action="store_true",
                         help="keep activations instead of recomputing them (faster; more memory)")
+    parser.add_argument("--full", action="store_true", help="full fine-tuning instead of a LoRA adapter")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="no training: score the checkpoints there are (a run stopped early)")
     parser.add_argument("--export", type=Path, help="ship a checkpoint's adapter here with its card")
@@ -98,7 +99,7 @@ def main() -> None:
     cfg = replace(params.sft, model="embedded", objective="first", epochs=args.epochs, max_steps=args.max_steps,
                   learning_rate=args.learning_rate, grad_accum=args.grad_accum, save_steps=args.eval_every,
                   save_total_limit=1000, dtype=args.dtype, warmup_ratio=0.05,
-                  activation_checkpointing=not args.no_activation_checkpointing)
+                  activation_checkpointing=not args.no_activation_checkpointing, lora=not args.full)
     if not args.evaluate_only:
         started = time.perf_counter()
         figures = train_sft_stage(out / "windows.jsonl", out / "model", cfg, TrackingConfig(enabled=False),
