@@ -281,14 +281,13 @@ def table(r: dict) -> str:
     run = {k: v for k, v in r["scenarios"].items() if "not_run" not in v}
     loaded = [k for k in r["scenarios"] if not k.startswith("single-")]
     title = f" under {r['clients']} concurrent clients" if loaded else ": one request at a time"
+    loads = [f"{r['requests']} requests per scenario"] if loaded else []
+    if len(loaded) < len(r["scenarios"]):
+        loads.append(f"single-*: {r.get('single')} requests from one client")
     lines = [f"# Serving benchmark: `rearank serve`{title}", "",
              f"Command: `{r['command']}`", "",
              f"CPU: {r['cpu']}, {r['cores']} cores ({r['bf16']}). Each request: one DL19 query with its BM25 top "
-             f"{r['documents']} passages; "
-             + (f"{r['requests']} requests per scenario" if loaded else "")
-             + ("; " if loaded and len(loaded) < len(r["scenarios"]) else "")
-             + (f"single-*: {r.get('single')} requests from one client"
-                if len(loaded) < len(r["scenarios"]) else "") + ", after one warm-up request"
+             f"{r['documents']} passages; " + "; ".join(loads) + ", after one warm-up request"
              + (f" (overload: {2 * r['queue']} clients sending one request each at once)" if "overload" in r["scenarios"]
                 else "") + ".", ""]
     if run:

@@ -18,7 +18,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +96,9 @@ def main() -> None:
         ndcg, speed = validate("embedded", held, qrels, rerank)  # the base model, untrained
         curve["0"] = {"val_ndcg@10": ndcg, "windows_per_s": speed}
         write_json(curve_json, curve)
-    cfg = replace(params.sft, model="embedded", objective="first", epochs=args.epochs, max_steps=args.max_steps,
+    cfg = replace(params.sft_first, model="embedded", epochs=args.epochs, max_steps=args.max_steps,
                   learning_rate=args.learning_rate, grad_accum=args.grad_accum, save_steps=args.eval_every,
-                  save_total_limit=1000, dtype=args.dtype, warmup_ratio=0.05,
+                  save_total_limit=1000, dtype=args.dtype,
                   activation_checkpointing=not args.no_activation_checkpointing, lora=not args.full)
     if not args.evaluate_only:
         started = time.perf_counter()
@@ -172,11 +172,12 @@ def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: 
                          "held_back_ndcg10": curve.get(str(step), {}).get("val_ndcg@10")}}
     settings = {"rerank": {k: getattr(params.rerank, k) for k in ("first_prompt", "window", "step", "truncate_unit",
                                                                   "truncate_length")},
-                "sft_first": {k: v for k, v in cfg.__dict__.items()}}
+                "sft_first": asdict(cfg)}
+    kind = f"LoRA r {cfg.lora_r}" if cfg.lora else "full fine-tuning"
     points = ", ".join(f"{s}: {v['val_ndcg@10']:.4f}" for s, v in sorted(curve.items(), key=lambda kv: int(kv[0])))
     schedule = (f"`.venv/bin/python bench/train_first.py` (this project's recipe): DL21's judged queries, every 6th "
                 f"held back ({held}); {windows} REARANK windows from the other {train} (20 a query, window 10, 48-word "
-                f"passages); `rearank train sft --objective first`, LoRA r {cfg.lora_r}, lr {cfg.learning_rate:g}, "
+                f"passages); `rearank train sft --objective first`, {kind}, lr {cfg.learning_rate:g}, "
                 f"batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} ({step * cfg.grad_accum} "
                 f"windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: {points}.")
     report = json.loads(evaluation.read_text()) if evaluation else None
