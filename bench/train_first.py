@@ -4,7 +4,7 @@ LoRA on the embedded SmolLM2-135M) with a checkpoint every --eval-every steps, a
 held-back queries in first mode: the learning curve (loss, RankNet loss, validation nDCG@10 per checkpoint).
 
     .venv/bin/python bench/train_first.py --out work/first [--per-query 20] [--epochs 1] [--learning-rate 2e-4]
-        [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--full] [--evaluate-only]
+        [--draw sliding --top-n 50 --step 5] [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--full] [--evaluate-only]
         [--export models/first-smollm2-135m-lora [--export-step N] [--evaluation REPORT.json]]
 
 Everything lands under --out: the split candidates, the windows, the model (checkpoints kept: a rerun resumes the
@@ -59,7 +59,11 @@ def validate(model: str | Path, held: list, qrels: dict, rerank: RerankConfig) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "work" / "first")
-    parser.add_argument("--per-query", type=int, default=20)
+    parser.add_argument("--per-query", type=int, default=20, help="random windows per training query")
+    parser.add_argument("--draw", choices=("random", "sliding"), default="random",
+                        help="random: REARANK's windows; sliding: the reranker's own (first-stage order, --step)")
+    parser.add_argument("--top-n", type=int, help="windows from each query's first N candidates (default: params)")
+    parser.add_argument("--step", type=int, default=5, help="sliding: ranks between windows (the reranker's step)")
     parser.add_argument("--hold-every", type=int, default=6, help="every N-th DL21 query is held back")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=-1)
@@ -84,7 +88,8 @@ def main() -> None:
     write_requests(out / "train.candidates.jsonl", train)
     write_requests(out / "held.candidates.jsonl", held)
     qrels = read_any_qrels(DL21 / "qrels.dl21-passage.txt")
-    data: DataConfig = replace(params.data, per_query=args.per_query)
+    data: DataConfig = replace(params.data, per_query=args.per_query, draw=args.draw, step=args.step,
+                               top_n=args.top_n or params.data.top_n)
     windows = augment(train, qrels, "dl21", data)
     write_jsonl(out / "windows.jsonl", [w.to_dict() for w in windows])
     print(f"{len(train)} training queries, {len(held)} held back; {len(windows)} windows", flush=True)

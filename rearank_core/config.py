@@ -167,8 +167,12 @@ class DataConfig:
     eval_sets: tuple[EvalSet, ...] = knob((), "evaluation sets (name, topics, id_namespace): a training query "
                                               "whose normalised text is in one, or whose id is within the same id "
                                               "namespace, is an error")
+    draw: str = knob("random", "random: K random subsets per query in random order (REARANK); sliding: the "
+                               "reranker's own windows, consecutive candidates in first-stage order, every --step "
+                               "ranks (the order inference sees)", choices=("random", "sliding"), option="--draw")
     per_query: int = knob(50, "K: random windows drawn per query", min=1, option="--per-query")
     window: int = knob(20, "passages per window", min=2, option="--window")
+    step: int = knob(10, "sliding: ranks between consecutive windows", min=1, option="--step")
     top_n: int = knob(100, "draw from each query's first N candidates", min=2, option="--top-n")
     min_ndcg: float = knob(0.1, "drop windows whose initial nDCG@10 is below this (and any without a relevant "
                                 "passage)", min=0, max=1, option="--min-ndcg")

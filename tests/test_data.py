@@ -100,6 +100,19 @@ def test_thresholds_drop_windows(dl21: tuple[list, dict]) -> None:
     assert counts.kept_ideal == sum(w.initial_ndcg10 == 1.0 for w in small) > 0  # kept, and counted in the card
 
 
+def test_sliding_windows_are_the_rerankers_windows_in_first_stage_order(dl21: tuple[list, dict]) -> None:
+    windows, stats = windows_of(dl21, draw="sliding", window=10, step=5, top_n=32, min_ndcg=0.0)
+    requests, qrels = dl21
+    first = requests[0]
+    ranked = [c.docid for c in first.candidates[:32]]
+    # 0-10, 5-15, 10-20, 15-25, 20-30 and a last one ending at rank 32, so every candidate is in a window
+    expected = [ranked[s:s + 10] for s in (0, 5, 10, 15, 20, 22)]
+    assert [w.docids for w in windows if w.qid == first.query.qid] == [d for d in expected
+                                                                       if any(qrels[first.query.qid].get(x, 0) for x in d)]
+    assert stats.drawn == 53 * 6 and stats.kept + stats.dropped_no_relevant == stats.drawn
+    assert [w.docids for w in windows_of(dl21, draw="sliding", window=10, step=5, top_n=32, seed=9)[0]] == \
+        [w.docids for w in windows]  # no randomness: the seed does not matter
+
 def test_leakage_guard_by_normalised_text_and_by_id_within_a_namespace(dl21: tuple[list, dict]) -> None:
     evals = load_eval_queries(EVAL_SETS)
     check_leakage(dl21[0], DL21_SOURCE.candidates, evals, EVAL_SETS, "msmarco-passage")  # DL21 shares nothing
@@ -279,6 +292,7 @@ def test_a_server_that_dies_half_way_loses_nothing_and_the_rerun_resumes(serve, 
     assert len(records) == len({r.id for r in records}) == 12 and done_before < {r.id for r in records}
 
 
+@pytest.mark.integration  # a teacher server and two CLI processes, one killed: ~20 s
 def test_kill_9_of_the_teacher_command_keeps_every_finished_record_once(serve, tmp_path: Path) -> None:
     slow = serve(good, delay_s=0.3)
     windows = tmp_path / "windows.jsonl"

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import DL19_CANDIDATES
 
 from rearank_core.config import load_params
@@ -15,6 +16,7 @@ from rearank_core.prompts.parsing import OK, REPAIRED
 from rearank_core.rerank import Reranker
 
 
+@pytest.mark.integration  # the shipped adapter reasons about a real window at batch 1: ~35 s of decoding
 def test_shipped_adapter_reranks_a_dl19_window(root: Path, model_cache: Path) -> None:
     params = load_params(root / "params.yaml")
     shipped = root / params.job("train_job").export

@@ -59,8 +59,10 @@ def augment(
     qrels: Annotated[Path | None, typer.Option(help="that source's graded qrels")] = None,
     source: Annotated[str | None, typer.Option(help="that source's name (default: the candidates file's stem)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="windows JSONL (default: params data_job.windows)")] = None,
+    draw: Annotated[str | None, typer.Option(help=D["draw"])] = None,
     per_query: Annotated[int | None, typer.Option(help=D["per_query"])] = None,
     window: Annotated[int | None, typer.Option(help=D["window"])] = None,
+    step: Annotated[int | None, typer.Option(help=D["step"])] = None,
     top_n: Annotated[int | None, typer.Option(help=D["top_n"])] = None,
     min_ndcg: Annotated[float | None, typer.Option(help=D["min_ndcg"])] = None,
     seed: Annotated[int | None, typer.Option(help=D["seed"])] = None,
@@ -70,10 +72,10 @@ def augment(
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
 ) -> None:
-    """REARANK augmentation: K random windows per labelled query, filtered, leakage-checked."""
+    """REARANK augmentation: K random windows per labelled query (or the sliding windows), filtered, leakage-checked."""
     p = start(params, quiet)
-    cfg = override(p.data, "data", per_query=per_query, window=window, top_n=top_n, min_ndcg=min_ndcg, seed=seed,
-                   truncate_unit=truncate_unit, truncate_length=truncate_length)
+    cfg = override(p.data, "data", draw=draw, per_query=per_query, window=window, step=step, top_n=top_n,
+                   min_ndcg=min_ndcg, seed=seed, truncate_unit=truncate_unit, truncate_length=truncate_length)
     if (candidates is None) != (qrels is None):
         raise InputError("give --candidates and --qrels together (or neither, for params data.sources)")
     sources = (DataSource(source or candidates.stem, str(candidates), str(qrels)),) if candidates and qrels \

@@ -1,5 +1,6 @@
 """REARANK augmentation: K random window-sized subsets per labelled query, in random order, kept when they hold
-a relevant passage and their initial nDCG@10 reaches a threshold.
+a relevant passage and their initial nDCG@10 reaches a threshold. ``draw: sliding`` takes the reranker's own
+windows instead (consecutive candidates in first-stage order), for a model that should learn on what it will see.
 
 Each query draws from its own random stream, seeded by (seed, source, qid): the same seed and inputs give
 byte-identical windows, and adding a query or a source leaves every other query's windows unchanged."""
@@ -21,6 +22,18 @@ def _truncate(text: str, unit: str | None, length: int | None) -> str:
     if unit is None or length is None:
         return text
     return text[:length] if unit == "chars" else " ".join(text.split()[:length])
+
+
+def _draws(pool: list, cfg: DataConfig, seed: str) -> list[list]:
+    """The windows of one query's candidates: random subsets in random order, or the sliding windows over the
+    first ``top_n`` in first-stage order (the last one ends at the pool's end, so every candidate is in one)."""
+    if cfg.draw == "sliding":
+        starts = list(range(0, len(pool) - cfg.window + 1, cfg.step))
+        if starts[-1] + cfg.window < len(pool):
+            starts.append(len(pool) - cfg.window)
+        return [pool[start:start + cfg.window] for start in starts]
+    rng = random.Random(seed)
+    return [[pool[i] for i in rng.sample(range(len(pool)), cfg.window)] for _ in range(cfg.per_query)]
 
 
 @dataclass
@@ -58,9 +71,7 @@ def augment(requests: list[Request], qrels: Qrels, source: str, cfg: DataConfig,
         if len(pool) < cfg.window:
             stats.queries_too_short.append(qid)
             continue
-        rng = random.Random(f"{cfg.seed}/{source}/{qid}")
-        for draw in range(cfg.per_query):
-            picked = [pool[i] for i in rng.sample(range(len(pool)), cfg.window)]
+        for draw, picked in enumerate(_draws(pool, cfg, f"{cfg.seed}/{source}/{qid}")):
             drawn.append(WindowRecord(
                 id=f"{source}/{qid}/{draw:03d}", source=source, qid=qid, query=request.query.text,
                 docids=[c.docid for c in picked],
