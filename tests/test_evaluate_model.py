@@ -78,7 +78,7 @@ def test_evaluate_model_reports_bm25_and_the_model_per_dataset(ranking_server, t
     assert again.exit_code == 0 and sum(ranking_server.per_query.values()) == asked
 
 
-def test_evaluate_model_in_first_mode_reports_speed_and_no_format_rate(ranking_server, tmp_path: Path,
+def test_evaluate_model_in_first_mode_then_side_by_side_with_reasoning(ranking_server, tmp_path: Path,
                                                                         root: Path) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["rerank"].update(backend="openai", base_url=f"http://127.0.0.1:{ranking_server.server_port}/v1",
@@ -102,3 +102,35 @@ def test_evaluate_model_in_first_mode_reports_speed_and_no_format_rate(ranking_s
     # Every window reversed by the server's log-probabilities, as its reasoning answer reverses query 1's.
     traces = [json.loads(line) for line in (tmp_path / "work" / "tiny" / "first" / "dl19.traces.jsonl").open()]
     assert all(t["order"] == [4, 3, 2, 1, 0] and t["completion"] == "" for t in traces)
+
+    # The reasoning mode on the same candidates, then both side by side: one row per dataset, BM25's nDCG@10 once,
+    # each model's own figures from its report and its run's windows/s.
+    with contextlib.chdir(tmp_path):
+        done = CliRunner().invoke(cli, ["evaluate-model", "--model", "served", "--label", "reasoning",
+                                        "--params", str(tmp_path / "params.yaml"), "-q"], env=env)
+        assert done.exit_code == 0, done.stderr[-3000:]
+        compared = CliRunner().invoke(cli, ["compare", "reasoning", "first", "--params",
+                                            str(tmp_path / "params.yaml"), "-q"], env=env)
+    assert compared.exit_code == 0, compared.stderr[-3000:]
+    reasoning = json.loads((tmp_path / "metrics" / "tiny" / "reasoning.json").read_text())["datasets"]["dl19"]
+    table = (tmp_path / "metrics" / "tiny" / "compare.md").read_text()
+    assert table in compared.stdout + "\n"
+    (cells,) = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| dl19 ")]
+    cells = [c.strip() for c in cells]
+    first_speed = speed["windows_per_s"]
+    reasoning_speed = json.loads((tmp_path / "work" / "tiny" / "reasoning" / "dl19.summary.json").read_text())
+    assert cells == ["dl19", "3", "10", f"{row['bm25']['ndcg@10']:.4f}",
+                     f"{reasoning['reranked']['ndcg@10']:.4f}", f"{reasoning['format_valid_rate']:.1%}",
+                     f"{reasoning_speed['windows_per_s']:.2f}",
+                     f"{row['reranked']['ndcg@10']:.4f}", "not computed", f"{first_speed:.2f}"]
+    assert "reasoning (reasoning) nDCG@10" in table and "first (first) nDCG@10" in table
+
+    # Reports of other candidates are not compared: the error names the report and the field.
+    other = json.loads((tmp_path / "metrics" / "tiny" / "first.json").read_text())
+    other["datasets"]["dl19"]["top_k"] = 20
+    (tmp_path / "metrics" / "tiny" / "first.json").write_text(json.dumps(other))
+    with contextlib.chdir(tmp_path):
+        refused = CliRunner().invoke(cli, ["compare", "reasoning", "first", "--params", str(tmp_path / "params.yaml"),
+                                           "-q"], env=env)
+    assert refused.exit_code != 0
+    assert "first.json" in refused.stderr and "datasets.dl19.top_k" in refused.stderr, refused.stderr

@@ -130,3 +130,22 @@ def evaluate_model(
                       f"{row['reranked']['ndcg@10']:.4f}", percent(row["format_valid_rate"]))
     err.print(table)
     err.print(f"written to {p.suite.report(label, chosen.name)}")
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    labels: Annotated[list[str], typer.Argument(help="two or more evaluate-model labels, e.g. trained first")],
+    suite: Annotated[str | None, typer.Option(help="a suite of params.yaml's suites (default: params suite.name)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Models side by side on one suite's candidates: each dataset's first stage, each model's nDCG@10, format-valid
+    rate and windows/s, from their evaluate-model reports (<suite.metrics>/<suite>/compare.md)."""
+    p = start(params, quiet)
+    chosen = p.evaluation_suite(suite, option="--suite")
+    from rearank_core.stages.evaluate_model import compare_stage
+
+    out = compare_stage(labels, chosen.name, p.suite)
+    typer.echo(out.read_text(encoding="utf-8"))
+    err.print(f"written to {out}")

@@ -34,3 +34,28 @@ def report_markdown(report: dict[str, Any]) -> str:
     """The whole summary: a heading naming the model, the suite and its label, then the table."""
     return "\n".join([f"# {report['label']} on suite `{report['suite']}`", "", f"Model: `{report['model']}`", "",
                       *report_table(report, report["label"])]) + "\n"
+
+
+def comparison_table(reports: dict[str, dict[str, Any]], speeds: dict[str, dict[str, float | None]]) -> list[str]:
+    """Markdown lines: one row per dataset, its first stage's nDCG@10, then each labelled model's nDCG@10,
+    format-valid rate (reasoning; first mode parses nothing) and windows/s (``speeds[label][dataset]``; None: not
+    recorded, e.g. a run resumed from its traces measured nothing). The reports must be of one suite."""
+    labels = list(reports)
+    head = ["dataset", "queries", "top-k", "first stage nDCG@10"]
+    for label in labels:
+        mode = reports[label].get("mode", "reasoning")
+        head += [f"{label} ({mode}) nDCG@10", f"{label} format-valid", f"{label} windows/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, row in reports[labels[0]]["datasets"].items():
+        if row.get("status") == NOT_EVALUATED:
+            lines.append(f"| {name} | | | {NOT_EVALUATED} |" + f" {NOT_EVALUATED} | | |" * len(labels))
+            continue
+        stage = row.get("first_stage", "bm25")
+        cells = [name, str(row["queries"]), str(row["top_k"]), f"{row[stage]['ndcg@10']:.4f}"]
+        for label in labels:
+            other = reports[label]["datasets"][name]
+            speed = speeds.get(label, {}).get(name)
+            cells += [f"{other['reranked']['ndcg@10']:.4f}", _rate(other["format_valid_rate"]),
+                      "not recorded" if speed is None else f"{speed:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

@@ -7,6 +7,7 @@ available is reported "not evaluated" with the reason, never given a number."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -22,10 +23,11 @@ from rearank_core.config import (
     SuiteConfig,
     TrackingConfig,
 )
+from rearank_core.errors import InputError
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import atomic_write, write_json
-from rearank_core.io.reports import NOT_EVALUATED, report_markdown
+from rearank_core.io.reports import NOT_EVALUATED, comparison_table, report_markdown
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts.parsing import OK
 from rearank_core.records import requests_to_run
@@ -115,3 +117,50 @@ def _evaluate_dataset(label: str, dataset: EvalDataset, inputs: DatasetInputs, r
              result.metrics.get("ndcg@10", float("nan")), stage, first.metrics.get("ndcg@10", float("nan")),
              summary.format_valid_rate)
     return row
+
+
+# What makes two reports' rows the same candidates reranked the same way.
+SAME_CANDIDATES = ("first_stage", "queries", "top_k", "window", "step")
+
+
+def compare_stage(labels: list[str], suite: str, settings: SuiteConfig) -> Path:
+    """The models ``labels`` side by side on ``suite``: their evaluate-model reports (each dataset's first stage,
+    each model's nDCG@10 and format-valid rate) and the windows/s of each dataset's rerun summary beside its traces.
+    Writes ``<metrics>/<suite>/compare.md`` and returns its path. Reports of other candidates (another first stage,
+    query count, top-k, window or step) are an error naming the report and the field, not a row."""
+    if len(labels) < 2:
+        raise InputError("compare needs at least two labels", field="labels")
+    reports: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        path = settings.report(label, suite)
+        if not path.is_file():
+            raise InputError(f"no report of {label!r} on suite {suite!r}: run `rearank evaluate-model --label {label} "
+                             f"--suite {suite}` first", path)
+        reports[label] = json.loads(path.read_text(encoding="utf-8"))
+    base = reports[labels[0]]["datasets"]
+    speeds: dict[str, dict[str, float | None]] = {}
+    for label in labels:
+        path, rows = settings.report(label, suite), reports[label]["datasets"]
+        if set(rows) != set(base):
+            raise InputError(f"datasets {sorted(rows)} differ from {labels[0]!r}'s {sorted(base)}", path,
+                             field="datasets")
+        speeds[label] = {}
+        for name, row in rows.items():
+            if (row.get("status") == NOT_EVALUATED) != (base[name].get("status") == NOT_EVALUATED):
+                raise InputError(f"{name} is evaluated in one report and not in the other", path,
+                                 field=f"datasets.{name}")
+            if row.get("status") == NOT_EVALUATED:
+                continue
+            for key in SAME_CANDIDATES:
+                if row.get(key) != base[name].get(key):
+                    raise InputError(f"{name}: {key} {row.get(key)!r} differs from {labels[0]!r}'s "
+                                     f"{base[name].get(key)!r}: not the same candidates", path,
+                                     field=f"datasets.{name}.{key}")
+            summary = Path(settings.work) / suite / label / f"{name}.summary.json"
+            speeds[label][name] = (json.loads(summary.read_text(encoding="utf-8")).get("windows_per_s")
+                                   if summary.is_file() else None)
+    out = Path(settings.metrics) / suite / "compare.md"
+    title = f"# {' / '.join(labels)} on suite `{suite}`, same candidates"
+    with atomic_write(out) as handle:
+        handle.write("\n".join([title, "", *comparison_table(reports, speeds)]) + "\n")
+    return out
