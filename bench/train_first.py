@@ -124,7 +124,7 @@ def main() -> None:
     if args.export:
         step = args.export_step or checkpoints[-1].name.split("-")[1]
         export(out / "model" / f"checkpoint-{step}", args.export, cfg, losses, curve, len(train), len(held),
-               len(windows), int(step), args.evaluation)
+               len(windows), int(step), args.evaluation, data)
 
 
 def history(checkpoint: Path) -> list[dict]:
@@ -165,7 +165,7 @@ def write_curve(out: Path, curve: dict, losses: dict, bm25: float) -> None:
 
 
 def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: int, held: int, windows: int,
-           step: int, evaluation: Path | None) -> None:
+           step: int, evaluation: Path | None, data: DataConfig) -> None:
     """Ship ``checkpoint``'s adapter at ``dest`` with its training card (schedule, settings, learning curve)."""
     from rearank_core.training.export import export_adapter
 
@@ -177,14 +177,20 @@ def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: 
                          "held_back_ndcg10": curve.get(str(step), {}).get("val_ndcg@10")}}
     settings = {"rerank": {k: getattr(params.rerank, k) for k in ("first_prompt", "window", "step", "truncate_unit",
                                                                   "truncate_length")},
+                "data": {k: getattr(data, k) for k in ("draw", "per_query", "window", "step", "top_n", "min_ndcg",
+                                                       "truncate_unit", "truncate_length")},
                 "sft_first": asdict(cfg)}
     kind = f"LoRA r {cfg.lora_r}" if cfg.lora else "full fine-tuning"
     points = ", ".join(f"{s}: {v['val_ndcg@10']:.4f}" for s, v in sorted(curve.items(), key=lambda kv: int(kv[0])))
+    drawn = (f"the sliding windows of their BM25 top-{data.top_n} in BM25 order (window {data.window}, step "
+             f"{data.step})" if data.draw == "sliding" else
+             f"REARANK's random windows ({data.per_query} a query from the top-{data.top_n}, window {data.window})")
     schedule = (f"`.venv/bin/python bench/train_first.py` (this project's recipe): DL21's judged queries, every 6th "
-                f"held back ({held}); {windows} REARANK windows from the other {train} (20 a query, window 10, 48-word "
-                f"passages); `rearank train sft --objective first`, {kind}, lr {cfg.learning_rate:g}, "
-                f"batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} ({step * cfg.grad_accum} "
-                f"windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: {points}.")
+                f"held back ({held}); {windows} windows from the other {train}: {drawn}, "
+                f"{data.truncate_length}-{data.truncate_unit} passages; `rearank train sft --objective first`, {kind}, "
+                f"lr {cfg.learning_rate:g}, batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} "
+                f"({step * cfg.grad_accum} windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: "
+                f"{points}.")
     report = json.loads(evaluation.read_text()) if evaluation else None
     done = export_adapter(checkpoint, dest, figures, settings, report, schedule, mode="first")
     print(f"exported {checkpoint} to {dest}: {done['bytes'] / 1e6:.1f} MB", flush=True)
