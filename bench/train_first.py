@@ -187,12 +187,12 @@ def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: 
              f"REARANK's random windows ({data.per_query} a query from the top-{data.top_n}, window {data.window})")
     schedule = (f"`.venv/bin/python bench/train_first.py` (this project's recipe): DL21's judged queries, every 6th "
                 f"held back ({held}); {windows} windows from the other {train}: {drawn}, "
-                f"{data.truncate_length}-{data.truncate_unit} passages; `rearank train sft --objective first`, {kind}, "
+                f"{data.truncate_length}-{str(data.truncate_unit).rstrip('s')} passages; `rearank train sft --objective first`, {kind}, "
                 f"lr {cfg.learning_rate:g}, batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} "
                 f"({step * cfg.grad_accum} windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: "
                 f"{points}.")
     report = json.loads(evaluation.read_text()) if evaluation else None
-    done = export_adapter(checkpoint, dest, figures, settings, report, schedule, mode="first")
+    done = export_adapter(checkpoint, dest, figures, settings, report, schedule, mode="first", base=cfg.model)
     print(f"exported {checkpoint} to {dest}: {done['bytes'] / 1e6:.1f} MB", flush=True)
 
 

@@ -32,3 +32,27 @@ def test_shipped_adapter_reranks_a_dl19_window(root: Path, model_cache: Path) ->
     assert "<answer>" in trace.completion and "</answer>" in trace.completion
     assert sorted(c.docid for c in result.candidates[:cfg.window]) == \
         sorted(c.docid for c in request.candidates[:cfg.window])
+
+
+def test_shipped_first_model_reranks_a_dl19_window_in_first_mode(root: Path, model_cache: Path) -> None:
+    """The fast mode's trained model: a small adapter on the embedded base, with its card, that changes the base's
+    letter log-probabilities (the adapter is applied) and orders a window by them."""
+    params = load_params(root / "params.yaml")
+    shipped = root / "models" / "first-smollm2-135m-lora"
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == "embedded"
+    assert sum(p.stat().st_size for p in shipped.iterdir()) < 50 * 2 ** 20
+    card = (shipped / "README.md").read_text()
+    assert "a FIRST reranker" in card and "--mode first" in card and "## Evaluation" in card
+    request = read_candidates(DL19_CANDIDATES)[0]
+    traces = {}
+    for model in (str(shipped), "embedded"):
+        cfg = replace(params.rerank, model=model, mode="first", model_cache=str(model_cache),
+                      top_k=params.rerank.window)
+        (result,), summary = Reranker(cfg).rerank([request])
+        (traces[model],) = result.traces
+        assert summary.generated_tokens == 0
+    trace = traces[str(shipped)]
+    assert sorted(trace.order) == list(range(params.rerank.window)) and trace.status == OK
+    scores = [trace.logprobs[i] for i in trace.order]
+    assert scores == sorted(scores, reverse=True)
+    assert max(abs(a - b) for a, b in zip(trace.logprobs, traces["embedded"].logprobs, strict=True)) > 0.01

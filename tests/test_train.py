@@ -18,6 +18,7 @@ import yaml
 from conftest import DATA
 from typer.testing import CliRunner
 
+from rearank_core.backends.adapters import set_adapter_base
 from rearank_core.backends.transformers_backend import TransformersBackend
 from rearank_core.cli import app as cli
 from rearank_core.config import (
@@ -124,6 +125,15 @@ def test_grpo_goes_on_training_the_sft_adapter_and_ships_one_adapter(sft_records
     assert "Not evaluated." in (shipped / "README.md").read_text() and "steps 1" in (shipped / "README.md").read_text()
     again = TransformersBackend(str(shipped), dtype="float32", device="cpu")  # no tokenizer shipped: the base's
     assert again.complete([[{"role": "user", "content": "Hi"}]], 4)[0].text == hi.text
+    # A checkpoint names the folder its base loaded from on the training machine; the export names the base as
+    # users do, and loads the same.
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(grpo_out, checkpoint)
+    set_adapter_base(checkpoint, str(tmp_path / "training-machine-only"))
+    export_adapter(checkpoint, shipped, {"grpo": {"steps": 1}}, {"window": 5}, None, base=str(tiny_dir))
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_dir)
+    assert TransformersBackend(str(shipped), dtype="float32", device="cpu").complete(
+        [[{"role": "user", "content": "Hi"}]], 4)[0].text == hi.text
     with pytest.raises(InputError, match="not a LoRA adapter"):
         export_adapter(tiny_dir, tmp_path / "x", {}, {}, None)
 

@@ -115,12 +115,17 @@ def _evaluate_dataset(label: str, dataset: EvalDataset, inputs: DatasetInputs, r
         row["excluded_removed"] = inputs.excluded_removed
     log.info("%s on %s: nDCG@10 %.4f (%s %.4f), format-valid %s", label, dataset.name,
              result.metrics.get("ndcg@10", float("nan")), stage, first.metrics.get("ndcg@10", float("nan")),
-             summary.format_valid_rate)
+             row["format_valid_rate"] if generated else "not computed (first mode)")
     return row
 
 
 # What makes two reports' rows the same candidates reranked the same way.
 SAME_CANDIDATES = ("first_stage", "queries", "top_k", "window", "step")
+
+
+def _candidates_key(row: dict[str, Any], key: str) -> Any:
+    """``row[key]``; a report written before suites had other first stages than BM25 names none."""
+    return row.get(key, "bm25") if key == "first_stage" else row.get(key)
 
 
 def compare_stage(labels: list[str], suite: str, settings: SuiteConfig) -> Path:
@@ -152,10 +157,10 @@ def compare_stage(labels: list[str], suite: str, settings: SuiteConfig) -> Path:
             if row.get("status") == NOT_EVALUATED:
                 continue
             for key in SAME_CANDIDATES:
-                if row.get(key) != base[name].get(key):
-                    raise InputError(f"{name}: {key} {row.get(key)!r} differs from {labels[0]!r}'s "
-                                     f"{base[name].get(key)!r}: not the same candidates", path,
-                                     field=f"datasets.{name}.{key}")
+                mine, theirs = _candidates_key(row, key), _candidates_key(base[name], key)
+                if mine != theirs:
+                    raise InputError(f"{name}: {key} {mine!r} differs from {labels[0]!r}'s {theirs!r}: not the "
+                                     "same candidates", path, field=f"datasets.{name}.{key}")
             summary = Path(settings.work) / suite / label / f"{name}.summary.json"
             speeds[label][name] = (json.loads(summary.read_text(encoding="utf-8")).get("windows_per_s")
                                    if summary.is_file() else None)

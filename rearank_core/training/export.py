@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rearank_core.backends.adapters import ADAPTER_CONFIG, adapter_base, is_adapter
+from rearank_core.backends.adapters import ADAPTER_CONFIG, adapter_base, is_adapter, set_adapter_base
 from rearank_core.errors import InputError
 from rearank_core.io.reports import report_table
 
@@ -50,20 +50,24 @@ def training_card(path: str, base: str, figures: dict[str, Any], settings: dict[
 
 
 def export_adapter(model_dir: str | Path, dest: str | Path, figures: dict[str, Any], settings: dict[str, Any],
-                   evaluation: dict[str, Any] | None, schedule: str = "", mode: str = "reasoning") -> dict[str, Any]:
+                   evaluation: dict[str, Any] | None, schedule: str = "", mode: str = "reasoning",
+                   base: str | None = None) -> dict[str, Any]:
     """Copy the adapter in ``model_dir`` to ``dest`` with its card; ``dest`` is replaced whole, so a crash half way
-    leaves the previous export as it was. Returns the export's files and sizes."""
+    leaves the previous export as it was. Returns the export's files and sizes. ``base``: the base model as users
+    name it (default: the adapter's own record); a training checkpoint records the folder its base loaded from,
+    which exists on the training machine only."""
     model_dir, dest = Path(model_dir), Path(dest)
     if not is_adapter(model_dir):
         raise InputError("not a LoRA adapter folder (no adapter_config.json): train with lora: true to ship an "
                          "adapter", model_dir)
-    base = adapter_base(model_dir)
+    base = base or adapter_base(model_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would make the shipped folder private
     try:
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
             shutil.copy2(model_dir / name, staging / name)
+        set_adapter_base(staging, base)
         (staging / "README.md").write_text(training_card(str(dest), base, figures, settings, evaluation, schedule, mode),
                                            encoding="utf-8")
         previous = dest.with_name(f".{dest.name}.previous")
