@@ -4,7 +4,8 @@ LoRA on the embedded SmolLM2-135M) with a checkpoint every --eval-every steps, a
 held-back queries in first mode: the learning curve (loss, RankNet loss, validation nDCG@10 per checkpoint).
 
     .venv/bin/python bench/train_first.py --out work/first [--per-query 20] [--epochs 1] [--learning-rate 2e-4]
-        [--draw sliding --top-n 50 --step 5] [--eval-every 25] [--dtype auto] [--no-activation-checkpointing] [--full] [--evaluate-only]
+        [--draw sliding --top-n 50 --step 5] [--eval-every 25] [--dtype auto] [--no-activation-checkpointing]
+        [--full] [--evaluate-only]
         [--export models/first-smollm2-135m-lora [--export-step N] [--evaluation REPORT.json]]
 
 Everything lands under --out: the split candidates, the windows, the model (checkpoints kept: a rerun resumes the
@@ -187,8 +188,9 @@ def export(checkpoint: Path, dest: Path, cfg, losses: dict, curve: dict, train: 
              f"REARANK's random windows ({data.per_query} a query from the top-{data.top_n}, window {data.window})")
     schedule = (f"`.venv/bin/python bench/train_first.py` (this project's recipe): DL21's judged queries, every 6th "
                 f"held back ({held}); {windows} windows from the other {train}: {drawn}, "
-                f"{data.truncate_length}-{str(data.truncate_unit).rstrip('s')} passages; `rearank train sft --objective first`, {kind}, "
-                f"lr {cfg.learning_rate:g}, batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} "
+                f"{data.truncate_length}-{str(data.truncate_unit).rstrip('s')} passages; "
+                f"`rearank train sft --objective first`, {kind}, lr {cfg.learning_rate:g}, "
+                f"batch {cfg.batch_size} x {cfg.grad_accum}; shipped: checkpoint {step} "
                 f"({step * cfg.grad_accum} windows seen). Held-back DL21 nDCG@10 (top-30, first mode) per step: "
                 f"{points}.")
     report = json.loads(evaluation.read_text()) if evaluation else None

@@ -9,6 +9,11 @@ from typing import Any
 NOT_EVALUATED = "not evaluated"
 
 
+def first_stage(row: dict[str, Any]) -> str:
+    """A report row's first stage; reports written before suites had other first stages than BM25 name none."""
+    return row.get("first_stage", "bm25")
+
+
 def _rate(value: float | None) -> str:
     return "not computed" if value is None else f"{value:.1%}"
 
@@ -19,7 +24,7 @@ def report_table(report: dict[str, Any], model: str = "this model") -> list[str]
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
     reasons = []
     for name, row in report["datasets"].items():
-        stage = row.get("first_stage", "bm25")  # reports written before suites had BM25 candidates only
+        stage = first_stage(row)
         if row.get("status") == NOT_EVALUATED:
             lines.append(f"| {name} | {stage} | | | {NOT_EVALUATED} | {NOT_EVALUATED} | | |")
             reasons.append(f"- {name}: {NOT_EVALUATED}: {row['reason']}")
@@ -50,7 +55,7 @@ def comparison_table(reports: dict[str, dict[str, Any]], speeds: dict[str, dict[
         if row.get("status") == NOT_EVALUATED:
             lines.append(f"| {name} | | | {NOT_EVALUATED} |" + f" {NOT_EVALUATED} | | |" * len(labels))
             continue
-        stage = row.get("first_stage", "bm25")
+        stage = first_stage(row)
         cells = [name, str(row["queries"]), str(row["top_k"]), f"{row[stage]['ndcg@10']:.4f}"]
         for label in labels:
             other = reports[label]["datasets"][name]

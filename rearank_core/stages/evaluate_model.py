@@ -27,7 +27,7 @@ from rearank_core.errors import InputError
 from rearank_core.evaluation import evaluate
 from rearank_core.io.auto import read_any_qrels
 from rearank_core.io.files import atomic_write, write_json
-from rearank_core.io.reports import NOT_EVALUATED, comparison_table, report_markdown
+from rearank_core.io.reports import NOT_EVALUATED, comparison_table, first_stage, report_markdown
 from rearank_core.mlops.tracking import stage_run
 from rearank_core.prompts.parsing import OK
 from rearank_core.records import requests_to_run
@@ -124,8 +124,7 @@ SAME_CANDIDATES = ("first_stage", "queries", "top_k", "window", "step")
 
 
 def _candidates_key(row: dict[str, Any], key: str) -> Any:
-    """``row[key]``; a report written before suites had other first stages than BM25 names none."""
-    return row.get(key, "bm25") if key == "first_stage" else row.get(key)
+    return first_stage(row) if key == "first_stage" else row.get(key)
 
 
 def compare_stage(labels: list[str], suite: str, settings: SuiteConfig) -> Path:
@@ -136,16 +135,14 @@ def compare_stage(labels: list[str], suite: str, settings: SuiteConfig) -> Path:
     if len(labels) < 2:
         raise InputError("compare needs at least two labels", field="labels")
     reports: dict[str, dict[str, Any]] = {}
+    speeds: dict[str, dict[str, float | None]] = {}
     for label in labels:
         path = settings.report(label, suite)
         if not path.is_file():
             raise InputError(f"no report of {label!r} on suite {suite!r}: run `rearank evaluate-model --label {label} "
                              f"--suite {suite}` first", path)
         reports[label] = json.loads(path.read_text(encoding="utf-8"))
-    base = reports[labels[0]]["datasets"]
-    speeds: dict[str, dict[str, float | None]] = {}
-    for label in labels:
-        path, rows = settings.report(label, suite), reports[label]["datasets"]
+        base, rows = reports[labels[0]]["datasets"], reports[label]["datasets"]
         if set(rows) != set(base):
             raise InputError(f"datasets {sorted(rows)} differ from {labels[0]!r}'s {sorted(base)}", path,
                              field="datasets")
